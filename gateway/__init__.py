@@ -1,0 +1,3 @@
+"""API-key authenticating gateway."""
+
+__version__ = "0.1.0"
