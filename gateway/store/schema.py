@@ -1,0 +1,84 @@
+"""SQLite schema, versioned with `PRAGMA user_version`; migrations run in order at start-up.
+
+Never edit a shipped migration: append a new one. Times are integer microseconds (UTC).
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the whole of contract section 5.
+    """
+    CREATE TABLE accounts (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        status      TEXT NOT NULL CHECK (status IN ('active', 'deactivated')),
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    );
+    CREATE INDEX accounts_by_created ON accounts (created_at DESC, id DESC);
+
+    CREATE TABLE api_keys (
+        id                   TEXT PRIMARY KEY,
+        account_id           TEXT NOT NULL REFERENCES accounts (id),
+        name                 TEXT NOT NULL,
+        description          TEXT,
+        key_hash             BLOB NOT NULL UNIQUE CHECK (length(key_hash) = 32),
+        key_prefix           TEXT NOT NULL,
+        key_last4            TEXT NOT NULL,
+        scopes               TEXT NOT NULL,      -- JSON array
+        tool_pack_ids        TEXT,               -- JSON array, NULL = unrestricted
+        registered_user_ids  TEXT,               -- JSON array, NULL = unrestricted
+        is_test              INTEGER NOT NULL CHECK (is_test IN (0, 1)),
+        expires_at           INTEGER,            -- NULL = never
+        created_at           INTEGER NOT NULL,
+        updated_at           INTEGER NOT NULL,
+        created_by           TEXT,
+        service_account_id   TEXT,
+        parent_key_id        TEXT,
+        last_used_at         INTEGER,
+        last_used_ip         TEXT,
+        last_used_user_agent TEXT,
+        revoked_at           INTEGER
+    );
+    CREATE INDEX api_keys_by_account ON api_keys (account_id, is_test, created_at DESC, id DESC);
+    CREATE INDEX api_keys_by_created ON api_keys (created_at DESC, id DESC);
+    CREATE INDEX api_keys_by_parent ON api_keys (parent_key_id) WHERE parent_key_id IS NOT NULL;
+
+    CREATE TABLE callback_origins (
+        account_id  TEXT NOT NULL REFERENCES accounts (id),
+        origin      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (account_id, origin)
+    );
+
+    CREATE TABLE audit_log (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT NOT NULL UNIQUE,
+        at           INTEGER NOT NULL,
+        action       TEXT NOT NULL,
+        actor        TEXT NOT NULL,
+        account_id   TEXT,
+        key_id       TEXT,
+        environment  TEXT NOT NULL CHECK (environment IN ('production', 'test')),
+        ip           TEXT,
+        request_id   TEXT,
+        details      TEXT NOT NULL               -- JSON object, never a secret
+    );
+    CREATE INDEX audit_by_env ON audit_log (environment, seq DESC);
+    CREATE INDEX audit_by_account ON audit_log (account_id, environment, seq DESC);
+
+    -- What the data plane's in-memory index must re-read: one row per changed entity.
+    CREATE TABLE changes (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        entity     TEXT NOT NULL CHECK (entity IN ('key', 'account', 'origin')),
+        entity_id  TEXT NOT NULL,
+        at         INTEGER NOT NULL
+    );
+
+    CREATE TABLE meta (
+        name   TEXT PRIMARY KEY,
+        value  INTEGER NOT NULL
+    );
+    INSERT INTO meta (name, value) VALUES ('changes_pruned_through', 0);
+    """,
+)

@@ -1,0 +1,584 @@
+"""The embedded default store: one SQLite file in WAL mode, driven through aiosqlite.
+
+Two connections: a writer, whose transactions are serialised by an asyncio lock and always write
+their audit row and change-log row in the same transaction as the change itself, and a reader
+for snapshots, change sets and admin reads. After every commit the shared revision counter is
+bumped so data-plane workers know to re-read the change log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from gateway.errors import ConflictError, NotFoundError, StoreError, ValidationError
+from gateway.store.records import (
+    ACTIVE,
+    DEACTIVATED,
+    Account,
+    Actor,
+    AuthAccount,
+    AuthKey,
+    ChangeSet,
+    KeyRecord,
+    NewKey,
+    Snapshot,
+)
+from gateway.store.revision import RevisionCounter
+from gateway.store.schema import MIGRATIONS
+from gateway.timeutil import now_us
+
+_KEY_COLUMNS = (
+    "id, account_id, name, description, key_prefix, key_last4, scopes, tool_pack_ids, "
+    "registered_user_ids, is_test, expires_at, created_at, updated_at, created_by, "
+    "service_account_id, parent_key_id, last_used_at, last_used_ip, last_used_user_agent, "
+    "revoked_at"
+)
+_AUTH_KEY_COLUMNS = (
+    "id, account_id, key_hash, key_prefix, scopes, tool_pack_ids, registered_user_ids, "
+    "is_test, expires_at, revoked_at IS NOT NULL, parent_key_id"
+)
+_ACCOUNT_COLUMNS = "id, name, status, created_at, updated_at"
+
+
+def environment_of(is_test: bool) -> str:
+    return "test" if is_test else "production"
+
+
+def encode_cursor(*parts: int | str) -> str:
+    raw = orjson.dumps(list(parts))
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str, shape: Sequence[type]) -> list[Any]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        parts = orjson.loads(raw)
+    except (ValueError, orjson.JSONDecodeError):
+        parts = None
+    if (
+        not isinstance(parts, list)
+        or len(parts) != len(shape)
+        or not all(type(p) is t for p, t in zip(parts, shape, strict=True))
+    ):
+        raise ValidationError([{"field": "cursor", "message": "invalid cursor"}])
+    return parts
+
+
+class _Interner:
+    """Most keys share the same few scope lists: decode each distinct JSON text once."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[str, ...]] = {}
+
+    def __call__(self, text: str | None) -> tuple[str, ...] | None:
+        if text is None:
+            return None
+        got = self._seen.get(text)
+        if got is None:
+            got = tuple(orjson.loads(text))
+            if len(self._seen) < 10000:
+                self._seen[text] = got
+        return got
+
+
+def _json_list(values: Iterable[str] | None) -> str | None:
+    return None if values is None else orjson.dumps(list(values)).decode()
+
+
+def _key_record(row: Sequence[Any]) -> KeyRecord:
+    return KeyRecord(
+        id=row[0],
+        account_id=row[1],
+        name=row[2],
+        description=row[3],
+        key_prefix=row[4],
+        key_last4=row[5],
+        scopes=tuple(orjson.loads(row[6])),
+        tool_pack_ids=None if row[7] is None else tuple(orjson.loads(row[7])),
+        registered_user_ids=None if row[8] is None else tuple(orjson.loads(row[8])),
+        is_test=bool(row[9]),
+        expires_at=row[10],
+        created_at=row[11],
+        updated_at=row[12],
+        created_by=row[13],
+        service_account_id=row[14],
+        parent_key_id=row[15],
+        last_used_at=row[16],
+        last_used_ip=row[17],
+        last_used_user_agent=row[18],
+        revoked_at=row[19],
+    )
+
+
+def _account(row: Sequence[Any]) -> Account:
+    return Account(id=row[0], name=row[1], status=row[2], created_at=row[3], updated_at=row[4])
+
+
+class _Tx:
+    """The open write transaction: statements plus the audit and change-log bookkeeping."""
+
+    def __init__(self, conn: aiosqlite.Connection, actor: Actor | None) -> None:
+        self.conn = conn
+        self.actor = actor
+        self.changed = False
+        self.now = now_us()
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Cursor:
+        return await self.conn.execute(sql, params)
+
+    async def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self.conn.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        async with self.conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def changed_entity(self, entity: str, entity_id: str) -> None:
+        await self.conn.execute(
+            "INSERT INTO changes (entity, entity_id, at) VALUES (?, ?, ?)",
+            (entity, entity_id, self.now),
+        )
+        self.changed = True
+
+    async def audit(
+        self,
+        action: str,
+        *,
+        account_id: str | None,
+        key_id: str | None = None,
+        environment: str = "production",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        actor = self.actor or Actor(actor="system")
+        await self.conn.execute(
+            "INSERT INTO audit_log (id, at, action, actor, account_id, key_id, environment, ip,"
+            " request_id, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                str(uuid.uuid4()),
+                self.now,
+                action,
+                actor.actor,
+                account_id,
+                key_id,
+                environment,
+                actor.ip,
+                actor.request_id,
+                orjson.dumps(details or {}).decode(),
+            ),
+        )
+
+
+class SQLiteStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        self.revision: RevisionCounter | None = None
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer = await self._connect()
+            await self._migrate(self._writer)
+            self._reader = await self._connect()
+        except sqlite3.Error as exc:
+            await self.close()
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+        self.revision = RevisionCounter(self.path.with_name(self.path.name + "-rev"))
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await conn.execute("PRAGMA busy_timeout = 10000")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        async with conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this gateway "
+                f"knows ({len(MIGRATIONS)}): upgrade the gateway"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            # executescript commits first; the script and its version bump are one transaction.
+            await conn.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+            )
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+        if self.revision is not None:
+            self.revision.close()
+            self.revision = None
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @property
+    def _r(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise StoreError("store is not open")
+        return self._reader
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        try:
+            async with self._r.execute(sql, params) as cur:
+                return await cur.fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"store read failed: {exc}") from exc
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            async with self._r.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise StoreError(f"store read failed: {exc}") from exc
+
+    @asynccontextmanager
+    async def _write(self, actor: Actor | None) -> AsyncIterator[_Tx]:
+        if self._writer is None or self.revision is None:
+            raise StoreError("store is not open")
+        conn = self._writer
+        async with self._write_lock:
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"store unavailable: {exc}") from exc
+            tx = _Tx(conn, actor)
+            try:
+                yield tx
+                await conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    await asyncio.shield(conn.execute("ROLLBACK"))
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise ConflictError(f"conflicting change: {exc}") from exc
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"store write failed: {exc}") from exc
+                raise
+            if tx.changed:
+                self.revision.bump()
+
+    # -- data-plane index --------------------------------------------------------------------
+
+    def _auth_key(self, row: Sequence[Any], intern: _Interner) -> AuthKey:
+        return AuthKey(
+            id=row[0],
+            account_id=row[1],
+            key_hash=row[2],
+            key_prefix=row[3],
+            scopes=intern(row[4]) or (),
+            tool_pack_ids=intern(row[5]),
+            registered_user_ids=intern(row[6]),
+            is_test=bool(row[7]),
+            expires_at=row[8],
+            revoked=bool(row[9]),
+            parent_key_id=row[10],
+        )
+
+    async def snapshot(self) -> Snapshot:
+        """Every key and account, consistent as of one change-log position."""
+        intern = _Interner()
+        conn = self._r
+        try:
+            await conn.execute("BEGIN")
+            try:
+                async with conn.execute("SELECT coalesce(max(seq), 0) FROM changes") as cur:
+                    row = await cur.fetchone()
+                seq = int(row[0]) if row else 0
+                async with conn.execute(f"SELECT {_AUTH_KEY_COLUMNS} FROM api_keys") as cur:
+                    keys = [self._auth_key(r, intern) for r in await cur.fetchall()]
+                async with conn.execute("SELECT id, status FROM accounts") as cur:
+                    accounts = [
+                        AuthAccount(id=r[0], active=r[1] == ACTIVE) for r in await cur.fetchall()
+                    ]
+            finally:
+                await conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read snapshot: {exc}") from exc
+        return Snapshot(seq=seq, keys=keys, accounts=accounts)
+
+    async def changes_since(self, seq: int) -> ChangeSet | None:
+        """Current rows of everything changed after `seq`; None when the log no longer
+        reaches back that far and the caller must take a fresh snapshot."""
+        intern = _Interner()
+        conn = self._r
+        try:
+            await conn.execute("BEGIN")
+            try:
+                async with conn.execute(
+                    "SELECT value FROM meta WHERE name = 'changes_pruned_through'"
+                ) as cur:
+                    row = await cur.fetchone()
+                if row is not None and int(row[0]) > seq:
+                    return None
+                async with conn.execute(
+                    "SELECT seq, entity, entity_id FROM changes WHERE seq > ? ORDER BY seq", (seq,)
+                ) as cur:
+                    rows = list(await cur.fetchall())
+                if not rows:
+                    return ChangeSet(seq=seq, keys={}, accounts={})
+                key_ids = {r[2] for r in rows if r[1] == "key"}
+                account_ids = {r[2] for r in rows if r[1] == "account"}
+                keys: dict[str, AuthKey | None] = dict.fromkeys(key_ids)
+                accounts: dict[str, AuthAccount | None] = dict.fromkeys(account_ids)
+                for chunk in _chunks(sorted(key_ids), 500):
+                    marks = ",".join("?" * len(chunk))
+                    async with conn.execute(
+                        f"SELECT {_AUTH_KEY_COLUMNS} FROM api_keys WHERE id IN ({marks})", chunk
+                    ) as cur:
+                        for r in await cur.fetchall():
+                            keys[r[0]] = self._auth_key(r, intern)
+                for chunk in _chunks(sorted(account_ids), 500):
+                    marks = ",".join("?" * len(chunk))
+                    async with conn.execute(
+                        f"SELECT id, status FROM accounts WHERE id IN ({marks})", chunk
+                    ) as cur:
+                        for r in await cur.fetchall():
+                            accounts[r[0]] = AuthAccount(id=r[0], active=r[1] == ACTIVE)
+                return ChangeSet(seq=int(rows[-1][0]), keys=keys, accounts=accounts)
+            finally:
+                await conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read change log: {exc}") from exc
+
+    async def latest_change(self) -> int:
+        row = await self._one("SELECT coalesce(max(seq), 0) FROM changes")
+        return int(row[0]) if row else 0
+
+    async def prune_changes(self, older_than_us: int) -> int:
+        """Forget change-log rows older than the cut-off (workers that far behind reload)."""
+        async with self._write(None) as tx:
+            row = await tx.one(
+                "SELECT coalesce(max(seq), 0) FROM changes WHERE at < ?", (older_than_us,)
+            )
+            through = int(row[0]) if row else 0
+            if through:
+                await tx.execute("DELETE FROM changes WHERE seq <= ?", (through,))
+                await tx.execute(
+                    "UPDATE meta SET value = max(value, ?) WHERE name = 'changes_pruned_through'",
+                    (through,),
+                )
+        return through
+
+    async def record_usage(self, rows: Sequence[tuple[str, int, str | None, str | None]]) -> None:
+        """Write-behind of last-use information: (key_id, at, ip, user_agent), newest wins."""
+        if not rows:
+            return
+        async with self._write(None) as tx:
+            await tx.conn.executemany(
+                "UPDATE api_keys SET last_used_at = ?2, last_used_ip = ?3,"
+                " last_used_user_agent = ?4 WHERE id = ?1"
+                " AND (last_used_at IS NULL OR last_used_at < ?2)",
+                rows,
+            )
+
+    # -- accounts ----------------------------------------------------------------------------
+
+    async def create_account(
+        self, account: Account, key: NewKey | None, actor: Actor
+    ) -> tuple[Account, KeyRecord | None]:
+        async with self._write(actor) as tx:
+            exists = await tx.one("SELECT 1 FROM accounts WHERE id = ?", (account.id,))
+            if exists:
+                raise ConflictError(f"an account with id {account.id!r} already exists")
+            await tx.execute(
+                f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                (account.id, account.name, account.status, account.created_at, account.updated_at),
+            )
+            await tx.changed_entity("account", account.id)
+            await tx.audit(
+                "account.created",
+                account_id=account.id,
+                details={"name": account.name, "production_key_provisioned": key is not None},
+            )
+            record = await self._insert_key(tx, key) if key is not None else None
+        return account, record
+
+    async def get_account(self, account_id: str) -> Account | None:
+        row = await self._one(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)
+        )
+        return _account(row) if row else None
+
+    async def list_accounts(
+        self, *, limit: int, cursor: str | None, status: str | None = None
+    ) -> tuple[list[Account], str | None]:
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if cursor:
+            created, ident = decode_cursor(cursor, (int, str))
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            params += [created, created, ident]
+        sql = f"SELECT {_ACCOUNT_COLUMNS} FROM accounts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        rows = await self._all(sql, [*params, limit + 1])
+        items = [_account(r) for r in rows[:limit]]
+        nxt = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+        return items, nxt
+
+    async def update_account(
+        self, account_id: str, *, name: str | None, status: str | None, actor: Actor
+    ) -> Account:
+        async with self._write(actor) as tx:
+            row = await tx.one(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)
+            )
+            if row is None:
+                raise NotFoundError("Account not found", title="Account not found")
+            current = _account(row)
+            changes: dict[str, dict[str, str]] = {}
+            if name is not None and name != current.name:
+                changes["name"] = {"from": current.name, "to": name}
+            if status is not None and status != current.status:
+                if status not in (ACTIVE, DEACTIVATED):
+                    raise ValidationError(
+                        [{"field": "status", "message": "must be active or deactivated"}]
+                    )
+                changes["status"] = {"from": current.status, "to": status}
+            if not changes:
+                return current
+            await tx.execute(
+                "UPDATE accounts SET name = ?, status = ?, updated_at = ? WHERE id = ?",
+                (name or current.name, status or current.status, tx.now, account_id),
+            )
+            await tx.changed_entity("account", account_id)
+            await tx.audit("account.updated", account_id=account_id, details={"changes": changes})
+            row = await tx.one(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)
+            )
+        return _account(row)
+
+    # -- keys --------------------------------------------------------------------------------
+
+    async def _insert_key(self, tx: _Tx, key: NewKey) -> KeyRecord:
+        await tx.execute(
+            "INSERT INTO api_keys (id, account_id, name, description, key_hash, key_prefix,"
+            " key_last4, scopes, tool_pack_ids, registered_user_ids, is_test, expires_at,"
+            " created_at, updated_at, created_by, service_account_id, parent_key_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key.id,
+                key.account_id,
+                key.name,
+                key.description,
+                key.key_hash,
+                key.key_prefix,
+                key.key_last4,
+                _json_list(key.scopes),
+                _json_list(key.tool_pack_ids),
+                _json_list(key.registered_user_ids),
+                int(key.is_test),
+                key.expires_at,
+                key.created_at,
+                key.created_at,
+                key.created_by,
+                key.service_account_id,
+                key.parent_key_id,
+            ),
+        )
+        await tx.changed_entity("key", key.id)
+        await tx.audit(
+            "key.created",
+            account_id=key.account_id,
+            key_id=key.id,
+            environment=environment_of(key.is_test),
+            details={
+                "name": key.name,
+                "key_prefix": key.key_prefix,
+                "scopes": list(key.scopes),
+                "tool_pack_ids": None if key.tool_pack_ids is None else list(key.tool_pack_ids),
+                "registered_user_ids": (
+                    None if key.registered_user_ids is None else list(key.registered_user_ids)
+                ),
+                "expires_at": key.expires_at,
+                "parent_key_id": key.parent_key_id,
+            },
+        )
+        row = await tx.one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key.id,))
+        return _key_record(row)
+
+    async def create_key(
+        self, key: NewKey, actor: Actor, *, max_production_keys: int = 0
+    ) -> KeyRecord:
+        async with self._write(actor) as tx:
+            row = await tx.one("SELECT status FROM accounts WHERE id = ?", (key.account_id,))
+            if row is None:
+                raise NotFoundError("Account not found", title="Account not found")
+            if max_production_keys and not key.is_test:
+                count = await tx.one(
+                    "SELECT count(*) FROM api_keys WHERE account_id = ? AND is_test = 0"
+                    " AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+                    (key.account_id, tx.now),
+                )
+                if count and int(count[0]) >= max_production_keys:
+                    raise ConflictError(
+                        f"account already has {int(count[0])} active production key(s); "
+                        f"the limit is {max_production_keys}",
+                        title="Production key limit reached",
+                    )
+            return await self._insert_key(tx, key)
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        row = await self._one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        return _key_record(row) if row else None
+
+    async def _locked_key(self, tx: _Tx, key_id: str) -> KeyRecord:
+        row = await tx.one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        if row is None:
+            raise NotFoundError("Key not found", title="Key not found")
+        return _key_record(row)
+
+    async def revoke_key(self, key_id: str, actor: Actor) -> KeyRecord:
+        """Revoke (idempotent: revoking a revoked key changes nothing and audits nothing)."""
+        async with self._write(actor) as tx:
+            key = await self._locked_key(tx, key_id)
+            if key.revoked_at is not None:
+                return key
+            await tx.execute(
+                "UPDATE api_keys SET revoked_at = ?, updated_at = ? WHERE id = ?",
+                (tx.now, tx.now, key_id),
+            )
+            await tx.changed_entity("key", key_id)
+            await tx.audit(
+                "key.revoked",
+                account_id=key.account_id,
+                key_id=key_id,
+                environment=environment_of(key.is_test),
+                details={"key_prefix": key.key_prefix},
+            )
+            return await self._locked_key(tx, key_id)
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
