@@ -1,0 +1,76 @@
+"""The bearer rule: an `Authorization` header value -> a principal, or the reason it failed.
+
+Checks run cheapest first (contract section 3): present, scheme, non-empty, length, checksum,
+then the in-memory index. No I/O, no aiohttp: callers decide how a failure is answered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from gateway.index import KeyEntry, KeyIndex
+from gateway.keys import KEY_LENGTH, has_valid_checksum
+
+MISSING = "missing"
+DUPLICATE = "duplicate_header"
+SCHEME = "scheme"
+EMPTY = "empty"
+LENGTH = "length"
+CHECKSUM = "checksum"
+UNKNOWN = "unknown"
+REVOKED = "revoked"
+EXPIRED = "expired"
+ACCOUNT_INACTIVE = "account_deactivated"
+
+_SCHEME = b"Bearer "
+_SCHEME_LEN = len(_SCHEME)
+_sha256 = hashlib.sha256
+_compare = hmac.compare_digest
+
+
+def authenticate(
+    value: bytes | None, index: KeyIndex, now: float
+) -> tuple[KeyEntry | None, str | None]:
+    """(principal, None) on success, (None or the matched entry, reason) on failure.
+
+    The entry is returned with revoked/expired/deactivated failures so the caller can log
+    which key it was (by id and prefix, never the secret).
+    """
+    if value is None:
+        return None, MISSING
+    if not value.startswith(_SCHEME):
+        return None, SCHEME
+    token = value[_SCHEME_LEN:]
+    if not token:
+        return None, EMPTY
+    if len(token) != KEY_LENGTH:
+        return None, LENGTH
+    if not has_valid_checksum(token):
+        return None, CHECKSUM
+    digest = _sha256(token).digest()
+    entry = index.by_hash.get(digest)
+    if entry is None or not _compare(entry.key_hash, digest):
+        return None, UNKNOWN
+    if entry.revoked:
+        return entry, REVOKED
+    if entry.expires_at <= now:
+        return entry, EXPIRED
+    if not entry.account.active:
+        return entry, ACCOUNT_INACTIVE
+    return entry, None
+
+
+def presented_prefix(value: bytes | None, prefix_len: int) -> str | None:
+    """The loggable prefix of a presented token: only for key-shaped tokens, so a password
+    pasted into the header never reaches the log."""
+    if value is None or not value.startswith(_SCHEME):
+        return None
+    token = value[_SCHEME_LEN:]
+    if len(token) != KEY_LENGTH:
+        return None
+    head = token[:prefix_len]
+    if not head.isascii():
+        return None
+    text = head.decode("ascii")
+    return text if all(c.isalnum() or c == "_" for c in text) else None

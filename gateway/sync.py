@@ -1,0 +1,94 @@
+"""Keeps the in-memory key index coherent with the store, in every worker.
+
+Per request the data plane asks `stale()`: one read of the shared revision counter. When it has
+moved, the request waits while the change log is read and applied (one refresh in flight at a
+time; every waiting request resumes when it lands). A slow poll of the change log is the safety
+net for a bump that never came (a writer that died between commit and bump).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from gateway.index import KeyIndex
+from gateway.store.base import Store
+from gateway.store.revision import RevisionCounter
+
+log = logging.getLogger("gateway.sync")
+
+
+class IndexSync:
+    def __init__(self, store: Store, index: KeyIndex, revision: RevisionCounter) -> None:
+        self.store = store
+        self.index = index
+        self._revision = revision
+        self._read = revision.read
+        self.seen = revision.read()
+        self._task: asyncio.Task[None] | None = None
+        self._waiters: list[Callable[[], None]] = []
+        self.failures = 0
+
+    async def load(self) -> None:
+        """Full snapshot (start-up, or when the change log no longer reaches back far enough)."""
+        self.seen = self._read()
+        self.index.load(await self.store.snapshot())
+
+    def stale(self) -> bool:
+        return self._read() != self.seen
+
+    def when_fresh(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the index has caught up with the revision counter."""
+        self._waiters.append(callback)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def refresh(self) -> None:
+        """Catch up now (used by the poller and by tests)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self.when_fresh(wake)
+        await done
+
+    async def _refresh(self) -> None:
+        try:
+            for _ in range(100):
+                target = self._read()
+                changes = await self.store.changes_since(self.index.seq)
+                if changes is None:
+                    self.index.load(await self.store.snapshot())
+                else:
+                    self.index.apply(changes)
+                self.seen = target
+                if self._read() == target:
+                    break
+            self.failures = 0
+        except Exception as exc:
+            # Keep serving from memory rather than refusing everyone; retry on the next poll.
+            self.failures += 1
+            self.seen = self._read()
+            log.error("key index refresh failed (serving from memory): %s", exc)
+        finally:
+            self._task = None
+            waiters, self._waiters = self._waiters, []
+            for callback in waiters:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("resuming a request after index refresh failed")
+
+    async def poll_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                latest = await self.store.latest_change()
+            except Exception as exc:
+                log.warning("change-log poll failed: %s", exc)
+                continue
+            if latest != self.index.seq or self.failures:
+                await self.refresh()
