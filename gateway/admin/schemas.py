@@ -1,0 +1,133 @@
+"""Request and response bodies of the admin API, as pydantic models.
+
+Requests are strict (no type coercion, unknown fields refused); the OpenAPI document is
+generated from these same models, so what is documented is what is enforced.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from gateway.timeutil import parse_rfc3339
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+# List entries travel comma-separated in X-Tool-Pack-Ids / X-Registered-User-Ids headers.
+LIST_ITEM_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+
+
+def _rfc3339(value: str) -> str:
+    try:
+        parse_rfc3339(value)
+    except ValueError:
+        raise ValueError(
+            "must be an RFC 3339 timestamp with a time zone, e.g. 2030-01-31T12:00:00Z"
+        ) from None
+    return value
+
+
+Rfc3339 = Annotated[str, AfterValidator(_rfc3339), Field(json_schema_extra={"format": "date-time"})]
+ListItem = Annotated[str, Field(pattern=LIST_ITEM_PATTERN)]
+Scope = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+class AccountCreate(Body):
+    name: str = Field(min_length=1, max_length=255)
+    id: str | None = Field(default=None, pattern=ID_PATTERN)
+    provision_production_key: bool = True
+
+
+class AccountUpdate(Body):
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    status: Literal["active", "deactivated"] | None = None
+
+
+class KeyCreate(Body):
+    account_id: str = Field(min_length=1, max_length=128)
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    description: str | None = Field(default=None, max_length=2000)
+    scopes: list[Scope] | None = Field(default=None, max_length=100)
+    tool_pack_ids: list[ListItem] | None = Field(default=None, max_length=1000)
+    registered_user_ids: list[ListItem] | None = Field(default=None, max_length=1000)
+    is_test: bool = False
+    expires_at: Rfc3339 | None = None
+    expires_in: int | None = Field(default=None, ge=60, le=100 * 365 * 86400)
+    created_by: str | None = Field(default=None, max_length=255)
+    service_account_id: str | None = Field(default=None, max_length=255)
+
+
+class KeyUpdate(Body):
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class OriginCreate(Body):
+    origin: str = Field(min_length=1, max_length=300)
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+class KeyOut(Out):
+    id: str
+    account_id: str
+    name: str
+    description: str | None
+    key: str | None = Field(
+        default=None, description="Plaintext; only in create/regenerate answers"
+    )
+    key_prefix: str
+    key_masked: str
+    scopes: list[str]
+    tool_pack_ids: list[str] | None
+    registered_user_ids: list[str] | None
+    is_test: bool
+    environment: Literal["production", "test"]
+    status: Literal["active", "revoked", "expired"]
+    expires_at: str | None
+    created_at: str
+    created_by: str | None
+    service_account_id: str | None
+    parent_key_id: str | None
+    last_used_at: str | None
+    last_used_ip: str | None
+    last_used_user_agent: str | None
+    revoked_at: str | None
+
+
+class AccountOut(Out):
+    id: str
+    name: str
+    status: Literal["active", "deactivated"]
+    created_at: str
+    updated_at: str
+    production_key: KeyOut | None = Field(
+        default=None, description="Only in the create answer, when a key was provisioned"
+    )
+
+
+class ProblemOut(Out):
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    request_id: str
+    errors: list[dict[str, str]] | None = None
+
+
+class Health(Out):
+    status: Literal["ok"]
+    version: str
