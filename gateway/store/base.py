@@ -6,8 +6,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from gateway.store.records import Account, Actor, ChangeSet, KeyRecord, NewKey, Snapshot
+from gateway.store.records import (
+    Account,
+    Actor,
+    AuditEntry,
+    ChangeSet,
+    KeyRecord,
+    NewKey,
+    Snapshot,
+)
 from gateway.store.revision import RevisionCounter
+
+Page = tuple[list[KeyRecord], str | None]
 
 
 class Store(Protocol):
@@ -30,13 +40,51 @@ class Store(Protocol):
         self, account: Account, key: NewKey | None, actor: Actor
     ) -> tuple[Account, KeyRecord | None]: ...
     async def get_account(self, account_id: str) -> Account | None: ...
+    async def list_accounts(
+        self, *, limit: int, cursor: str | None, status: str | None = None
+    ) -> tuple[list[Account], str | None]: ...
+    async def update_account(
+        self, account_id: str, *, name: str | None, status: str | None, actor: Actor
+    ) -> Account: ...
 
     # keys
     async def create_key(
         self, key: NewKey, actor: Actor, *, max_production_keys: int = 0
     ) -> KeyRecord: ...
     async def get_key(self, key_id: str) -> KeyRecord | None: ...
+    async def list_keys(
+        self,
+        *,
+        limit: int,
+        cursor: str | None,
+        account_id: str | None = None,
+        is_test: bool | None = None,
+        status: str | None = None,
+    ) -> Page: ...
+    async def update_key(
+        self, key_id: str, changes: dict[str, str | None], actor: Actor
+    ) -> KeyRecord: ...
+    async def regenerate_key(
+        self, key_id: str, key_hash: bytes, key_prefix: str, key_last4: str, actor: Actor
+    ) -> KeyRecord: ...
     async def revoke_key(self, key_id: str, actor: Actor) -> KeyRecord: ...
-    async def update_account(
-        self, account_id: str, *, name: str | None, status: str | None, actor: Actor
-    ) -> Account: ...
+    async def delete_key(self, key_id: str, actor: Actor) -> None: ...
+
+    # callback origins
+    async def list_origins(
+        self, account_id: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[tuple[str, int]], str | None]: ...
+    async def add_origin(self, account_id: str, origin: str, actor: Actor) -> tuple[str, int]: ...
+    async def remove_origin(self, account_id: str, origin: str, actor: Actor) -> None: ...
+
+    # audit
+    async def list_audit(
+        self,
+        *,
+        limit: int,
+        cursor: str | None,
+        environment: str = "production",
+        account_id: str | None = None,
+        action: str | None = None,
+        since_us: int | None = None,
+    ) -> tuple[list[AuditEntry], str | None]: ...

@@ -27,6 +27,7 @@ from gateway.store.records import (
     DEACTIVATED,
     Account,
     Actor,
+    AuditEntry,
     AuthAccount,
     AuthKey,
     ChangeSet,
@@ -36,7 +37,7 @@ from gateway.store.records import (
 )
 from gateway.store.revision import RevisionCounter
 from gateway.store.schema import MIGRATIONS
-from gateway.timeutil import now_us
+from gateway.timeutil import now_us, to_rfc3339
 
 _KEY_COLUMNS = (
     "id, account_id, name, description, key_prefix, key_last4, scopes, tool_pack_ids, "
@@ -276,8 +277,8 @@ class SQLiteStore:
             except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):
                     await asyncio.shield(conn.execute("ROLLBACK"))
-                if isinstance(exc, sqlite3.IntegrityError):
-                    raise ConflictError(f"conflicting change: {exc}") from exc
+                if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
+                    raise ConflictError("a concurrent change created the same record") from exc
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"store write failed: {exc}") from exc
                 raise
@@ -520,7 +521,8 @@ class SQLiteStore:
                 "registered_user_ids": (
                     None if key.registered_user_ids is None else list(key.registered_user_ids)
                 ),
-                "expires_at": key.expires_at,
+                "expires_at": to_rfc3339(key.expires_at),
+                "is_test": key.is_test,
                 "parent_key_id": key.parent_key_id,
             },
         )
@@ -558,6 +560,111 @@ class SQLiteStore:
             raise NotFoundError("Key not found", title="Key not found")
         return _key_record(row)
 
+    async def list_keys(
+        self,
+        *,
+        limit: int,
+        cursor: str | None,
+        account_id: str | None = None,
+        is_test: bool | None = None,
+        status: str | None = None,
+    ) -> tuple[list[KeyRecord], str | None]:
+        where: list[str] = []
+        params: list[Any] = []
+        if account_id is not None:
+            where.append("account_id = ?")
+            params.append(account_id)
+        if is_test is not None:
+            where.append("is_test = ?")
+            params.append(int(is_test))
+        if status is not None:
+            now = now_us()
+            if status == "revoked":
+                where.append("revoked_at IS NOT NULL")
+            elif status == "expired":
+                where.append("revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?")
+                params.append(now)
+            else:
+                where.append("revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)")
+                params.append(now)
+        if cursor:
+            created, ident = decode_cursor(cursor, (int, str))
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            params += [created, created, ident]
+        sql = f"SELECT {_KEY_COLUMNS} FROM api_keys"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        rows = await self._all(sql, [*params, limit + 1])
+        items = [_key_record(r) for r in rows[:limit]]
+        nxt = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+        return items, nxt
+
+    async def update_key(
+        self, key_id: str, changes: dict[str, str | None], actor: Actor
+    ) -> KeyRecord:
+        """Rename or re-describe; only `name` and `description` may change."""
+        async with self._write(actor) as tx:
+            key = await self._locked_key(tx, key_id)
+            diff = {
+                field: {"from": getattr(key, field), "to": value}
+                for field, value in changes.items()
+                if getattr(key, field) != value
+            }
+            if not diff:
+                return key
+            assignments = ", ".join(f"{field} = ?" for field in diff)
+            await tx.execute(
+                f"UPDATE api_keys SET {assignments}, updated_at = ? WHERE id = ?",
+                [*(changes[f] for f in diff), tx.now, key_id],
+            )
+            await tx.changed_entity("key", key_id)
+            await tx.audit(
+                "key.updated",
+                account_id=key.account_id,
+                key_id=key_id,
+                environment=environment_of(key.is_test),
+                details={"changes": diff},
+            )
+            return await self._locked_key(tx, key_id)
+
+    async def regenerate_key(
+        self, key_id: str, key_hash: bytes, key_prefix: str, key_last4: str, actor: Actor
+    ) -> KeyRecord:
+        """Same id and settings, new secret; the old secret stops working at commit."""
+        async with self._write(actor) as tx:
+            key = await self._locked_key(tx, key_id)
+            status = key.status(tx.now)
+            if status != ACTIVE:
+                raise ConflictError(f"a {status} key cannot be regenerated", title="Key not active")
+            await tx.execute(
+                "UPDATE api_keys SET key_hash = ?, key_prefix = ?, key_last4 = ?, updated_at = ?"
+                " WHERE id = ?",
+                (key_hash, key_prefix, key_last4, tx.now, key_id),
+            )
+            await tx.changed_entity("key", key_id)
+            await tx.audit(
+                "key.regenerated",
+                account_id=key.account_id,
+                key_id=key_id,
+                environment=environment_of(key.is_test),
+                details={"old_key_prefix": key.key_prefix, "new_key_prefix": key_prefix},
+            )
+            return await self._locked_key(tx, key_id)
+
+    async def delete_key(self, key_id: str, actor: Actor) -> None:
+        async with self._write(actor) as tx:
+            key = await self._locked_key(tx, key_id)
+            await tx.execute("DELETE FROM api_keys WHERE id = ?", (key_id,))
+            await tx.changed_entity("key", key_id)
+            await tx.audit(
+                "key.deleted",
+                account_id=key.account_id,
+                key_id=key_id,
+                environment=environment_of(key.is_test),
+                details={"name": key.name, "key_prefix": key.key_prefix},
+            )
+
     async def revoke_key(self, key_id: str, actor: Actor) -> KeyRecord:
         """Revoke (idempotent: revoking a revoked key changes nothing and audits nothing)."""
         async with self._write(actor) as tx:
@@ -577,6 +684,110 @@ class SQLiteStore:
                 details={"key_prefix": key.key_prefix},
             )
             return await self._locked_key(tx, key_id)
+
+    # -- callback origins --------------------------------------------------------------------
+
+    async def _require_account(self, tx: _Tx, account_id: str) -> None:
+        if await tx.one("SELECT 1 FROM accounts WHERE id = ?", (account_id,)) is None:
+            raise NotFoundError("Account not found", title="Account not found")
+
+    async def list_origins(
+        self, account_id: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[tuple[str, int]], str | None]:
+        if await self.get_account(account_id) is None:
+            raise NotFoundError("Account not found", title="Account not found")
+        params: list[Any] = [account_id]
+        sql = "SELECT origin, created_at FROM callback_origins WHERE account_id = ?"
+        if cursor:
+            (after,) = decode_cursor(cursor, (str,))
+            sql += " AND origin > ?"
+            params.append(after)
+        rows = await self._all(sql + " ORDER BY origin LIMIT ?", [*params, limit + 1])
+        items = [(r[0], r[1]) for r in rows[:limit]]
+        return items, encode_cursor(items[-1][0]) if len(rows) > limit else None
+
+    async def add_origin(self, account_id: str, origin: str, actor: Actor) -> tuple[str, int]:
+        async with self._write(actor) as tx:
+            await self._require_account(tx, account_id)
+            exists = await tx.one(
+                "SELECT 1 FROM callback_origins WHERE account_id = ? AND origin = ?",
+                (account_id, origin),
+            )
+            if exists:
+                raise ConflictError(f"{origin} is already on the allow-list")
+            await tx.execute(
+                "INSERT INTO callback_origins (account_id, origin, created_at) VALUES (?, ?, ?)",
+                (account_id, origin, tx.now),
+            )
+            await tx.changed_entity("origin", account_id)
+            await tx.audit(
+                "callback_origin.added", account_id=account_id, details={"origin": origin}
+            )
+            return origin, tx.now
+
+    async def remove_origin(self, account_id: str, origin: str, actor: Actor) -> None:
+        async with self._write(actor) as tx:
+            await self._require_account(tx, account_id)
+            cur = await tx.execute(
+                "DELETE FROM callback_origins WHERE account_id = ? AND origin = ?",
+                (account_id, origin),
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError(f"{origin} is not on the allow-list", title="Origin not found")
+            await tx.changed_entity("origin", account_id)
+            await tx.audit(
+                "callback_origin.removed", account_id=account_id, details={"origin": origin}
+            )
+
+    # -- audit -------------------------------------------------------------------------------
+
+    async def list_audit(
+        self,
+        *,
+        limit: int,
+        cursor: str | None,
+        environment: str = "production",
+        account_id: str | None = None,
+        action: str | None = None,
+        since_us: int | None = None,
+    ) -> tuple[list[AuditEntry], str | None]:
+        where = ["environment = ?"]
+        params: list[Any] = [environment]
+        if account_id is not None:
+            where.append("account_id = ?")
+            params.append(account_id)
+        if action is not None:
+            where.append("action = ?")
+            params.append(action)
+        if since_us is not None:
+            where.append("at >= ?")
+            params.append(since_us)
+        if cursor:
+            (before,) = decode_cursor(cursor, (int,))
+            where.append("seq < ?")
+            params.append(before)
+        rows = await self._all(
+            "SELECT seq, id, at, action, actor, account_id, key_id, environment, ip, request_id,"
+            f" details FROM audit_log WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
+            [*params, limit + 1],
+        )
+        items = [
+            AuditEntry(
+                seq=r[0],
+                id=r[1],
+                at=r[2],
+                action=r[3],
+                actor=r[4],
+                account_id=r[5],
+                key_id=r[6],
+                environment=r[7],
+                ip=r[8],
+                request_id=r[9],
+                details=orjson.loads(r[10]),
+            )
+            for r in rows[:limit]
+        ]
+        return items, encode_cursor(items[-1].seq) if len(rows) > limit else None
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
