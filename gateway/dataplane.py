@@ -18,6 +18,7 @@ from gateway.http.upstream import UpstreamPool
 from gateway.http.wire import render_headers
 from gateway.index import KeyEntry, KeyIndex
 from gateway.logs import AccessLog
+from gateway.metrics import PlaneMetrics
 from gateway.sync import IndexSync
 from gateway.usage import UsageRecorder
 
@@ -43,6 +44,7 @@ class DataPlane:
         self.usage = usage
         self.access_log = access_log
         self.ctx = HttpContext(loop, settings.server, self)
+        self.metrics = PlaneMetrics()
         up = settings.upstream
         self.pool = UpstreamPool(self.ctx, up.url, up, "production")
         self.test_pool = (
@@ -134,6 +136,7 @@ class DataPlane:
     # -- after each exchange -----------------------------------------------------------------
 
     def finished(self, ex: Exchange) -> None:
+        self.metrics.observe(ex.status, ex.reason, ex.upstream_ms, ex.status == 401)
         if not self.access_log.enabled:
             return
         p = ex.principal

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
@@ -22,6 +23,7 @@ from gateway.config import Settings
 from gateway.dataplane import DataPlane
 from gateway.index import KeyIndex
 from gateway.logs import AccessLog
+from gateway.metrics import Gauges, render
 from gateway.store.sqlite import SQLiteStore
 from gateway.sync import IndexSync
 from gateway.timeutil import now_us
@@ -80,7 +82,7 @@ class Gateway:
                 srv.header_timeout, srv.keepalive_timeout, settings.upstream.read_timeout
             )
             plane.ctx.start(tick_every=max(0.05, min(0.25, shortest / 4)))
-            admin_app = create_admin_app(settings, self.store, token)
+            admin_app = create_admin_app(settings, self.store, token, self.render_metrics)
             self._runner = web.AppRunner(
                 admin_app,
                 access_log=None,
@@ -105,6 +107,15 @@ class Gateway:
             self.admin_port,
             len(self.index),
         )
+
+    def render_metrics(self) -> bytes:
+        plane = self.plane
+        gauges = Gauges(
+            keys_cached=len(self.index),
+            store_write_lag_seconds=self._usage.lag(time.time()) if self._usage else 0.0,
+            connections_open=len(plane.ctx.connections),
+        )
+        return render([plane.metrics], gauges)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro))

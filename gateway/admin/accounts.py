@@ -1,4 +1,4 @@
-"""Admin handlers for accounts."""
+"""Admin handlers for accounts and their callback-origin allow-lists."""
 
 from __future__ import annotations
 
@@ -8,12 +8,20 @@ from aiohttp import web
 
 from gateway import keyservice
 from gateway.admin.keys import admin_actor
+from gateway.admin.params import PAGING, Param, paging, parse_query
 from gateway.admin.problems import json_response, parse_body
-from gateway.admin.render import account_out, key_out
-from gateway.admin.schemas import AccountCreate
+from gateway.admin.render import account_out, key_out, origin_out
+from gateway.admin.schemas import AccountCreate, AccountUpdate, OriginCreate
 from gateway.admin.state import SETTINGS, STORE
+from gateway.errors import NotFoundError, ValidationError
+from gateway.origins import normalise_entry
 from gateway.store.records import ACTIVE, Account
 from gateway.timeutil import now_us
+
+LIST_PARAMS = (
+    Param("status", "string", "Only accounts in this status", ("active", "deactivated")),
+    *PAGING,
+)
 
 
 async def create_account(request: web.Request) -> web.Response:
@@ -45,3 +53,62 @@ async def create_account(request: web.Request) -> web.Response:
     )
     key_doc = key_out(record, now, secret) if record is not None else None
     return json_response(account_out(account, key_doc), status=201)
+
+
+async def list_accounts(request: web.Request) -> web.Response:
+    query = parse_query(request, LIST_PARAMS)
+    limit, cursor = paging(query)
+    items, nxt = await request.app[STORE].list_accounts(
+        limit=limit,
+        cursor=cursor,
+        status=query.get("status"),  # type: ignore[arg-type]
+    )
+    return json_response({"data": [account_out(a) for a in items], "next_cursor": nxt})
+
+
+async def get_account(request: web.Request) -> web.Response:
+    account = await request.app[STORE].get_account(request.match_info["account_id"])
+    if account is None:
+        raise NotFoundError("Account not found", title="Account not found")
+    return json_response(account_out(account))
+
+
+async def update_account(request: web.Request) -> web.Response:
+    body, sent = await parse_body(request, AccountUpdate)
+    for field in ("name", "status"):
+        if field in sent and getattr(body, field) is None:
+            raise ValidationError([{"field": field, "message": "cannot be null"}])
+    account = await request.app[STORE].update_account(
+        request.match_info["account_id"],
+        name=body.name,
+        status=body.status,
+        actor=admin_actor(request),
+    )
+    return json_response(account_out(account))
+
+
+async def list_origins(request: web.Request) -> web.Response:
+    limit, cursor = paging(parse_query(request, PAGING))
+    items, nxt = await request.app[STORE].list_origins(
+        request.match_info["account_id"], limit=limit, cursor=cursor
+    )
+    return json_response({"data": [origin_out(o, at) for o, at in items], "next_cursor": nxt})
+
+
+async def add_origin(request: web.Request) -> web.Response:
+    body, _ = await parse_body(request, OriginCreate)
+    try:
+        origin = normalise_entry(body.origin)
+    except ValueError as exc:
+        raise ValidationError([{"field": "origin", "message": str(exc)}]) from None
+    stored, at = await request.app[STORE].add_origin(
+        request.match_info["account_id"], origin, admin_actor(request)
+    )
+    return json_response(origin_out(stored, at), status=201)
+
+
+async def remove_origin(request: web.Request) -> web.Response:
+    await request.app[STORE].remove_origin(
+        request.match_info["account_id"], request.match_info["origin"].lower(), admin_actor(request)
+    )
+    return web.Response(status=204)

@@ -1,38 +1,62 @@
-"""create_admin_app(): wiring only — middleware order, routes, state."""
+"""create_admin_app(): wiring only — middleware order, routes from the route table, state."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from aiohttp import web
 
-from gateway import __version__
-from gateway.admin import accounts, keys
+from gateway.admin.openapi import build_openapi
 from gateway.admin.problems import Handler, json_response, problems_middleware, unauthorized
+from gateway.admin.routes import Route, api_routes
 from gateway.admin.state import SETTINGS, STORE, TOKEN, AdminToken
 from gateway.config import Settings
 from gateway.store.base import Store
 
-PUBLIC_PATHS = frozenset({"/healthz"})
+MetricsSource = Callable[[], bytes]
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
+METRICS: web.AppKey[MetricsSource] = web.AppKey("metrics")
+PUBLIC: web.AppKey[frozenset[str]] = web.AppKey("public_paths")
 
 
 @web.middleware
 async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path not in PUBLIC_PATHS and not request.app[TOKEN].check(
+    if request.path not in request.app[PUBLIC] and not request.app[TOKEN].check(
         request.headers.get("Authorization")
     ):
         return unauthorized()
     return await handler(request)
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok", "version": __version__})
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(request.app[OPENAPI])
 
 
-def create_admin_app(settings: Settings, store: Store, token: AdminToken) -> web.Application:
-    app = web.Application(middlewares=[problems_middleware, token_middleware])
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[METRICS](),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+def routes() -> tuple[Route, ...]:
+    return api_routes(openapi, metrics)
+
+
+def create_admin_app(
+    settings: Settings, store: Store, token: AdminToken, metrics_source: Callable[[], bytes]
+) -> web.Application:
+    app = web.Application(
+        middlewares=[problems_middleware, token_middleware], client_max_size=1024**2
+    )
+    table = routes()
     app[SETTINGS] = settings
     app[STORE] = store
     app[TOKEN] = token
-    app.router.add_get("/healthz", healthz)
-    app.router.add_post("/admin/v1/accounts", accounts.create_account)
-    app.router.add_post("/admin/v1/keys", keys.create_key)
+    app[METRICS] = metrics_source
+    app[OPENAPI] = build_openapi(table)
+    app[PUBLIC] = frozenset(r.path for r in table if r.public)
+    for route in table:
+        app.router.add_route(route.method, route.path, route.handler)
     return app

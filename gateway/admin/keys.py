@@ -1,18 +1,26 @@
-"""Admin handlers for keys: mint with the full validation of contract section 5."""
+"""Admin handlers for keys: mint, list, read, rename, regenerate, revoke, delete."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from gateway import keyservice
+from gateway.admin.params import PAGING, Param, paging, parse_query
 from gateway.admin.problems import json_response, parse_body, request_id
 from gateway.admin.render import key_out
-from gateway.admin.schemas import KeyCreate
+from gateway.admin.schemas import KeyCreate, KeyUpdate
 from gateway.admin.state import SETTINGS, STORE
 from gateway.config import KeySettings
-from gateway.errors import ValidationError
-from gateway.store.records import Actor, NewKey
+from gateway.errors import NotFoundError, ValidationError
+from gateway.store.records import Actor, KeyRecord, NewKey
 from gateway.timeutil import now_us, parse_rfc3339
+
+LIST_PARAMS = (
+    Param("account_id", "string", "Only this account's keys"),
+    Param("is_test", "boolean", "true: test keys only; false: production keys only"),
+    Param("status", "string", "Only keys in this status", ("active", "revoked", "expired")),
+    *PAGING,
+)
 
 
 def admin_actor(request: web.Request) -> Actor:
@@ -73,6 +81,13 @@ def _dedupe(values: list[str] | None) -> tuple[str, ...] | None:
     return None if values is None else tuple(dict.fromkeys(values))
 
 
+async def _key(request: web.Request) -> KeyRecord:
+    record = await request.app[STORE].get_key(request.match_info["key_id"])
+    if record is None:
+        raise NotFoundError("Key not found", title="Key not found")
+    return record
+
+
 async def create_key(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS].keys
     body, sent = await parse_body(request, KeyCreate)
@@ -81,3 +96,55 @@ async def create_key(request: web.Request) -> web.Response:
         new, admin_actor(request), max_production_keys=settings.max_production_keys_per_account
     )
     return json_response(key_out(record, now_us(), secret), status=201)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    query = parse_query(request, LIST_PARAMS)
+    limit, cursor = paging(query)
+    is_test = query.get("is_test")
+    items, nxt = await request.app[STORE].list_keys(
+        limit=limit,
+        cursor=cursor,
+        account_id=query.get("account_id"),  # type: ignore[arg-type]
+        is_test=is_test if isinstance(is_test, bool) else None,
+        status=query.get("status"),  # type: ignore[arg-type]
+    )
+    now = now_us()
+    return json_response({"data": [key_out(k, now) for k in items], "next_cursor": nxt})
+
+
+async def get_key(request: web.Request) -> web.Response:
+    return json_response(key_out(await _key(request), now_us()))
+
+
+async def update_key(request: web.Request) -> web.Response:
+    body, sent = await parse_body(request, KeyUpdate)
+    if "name" in sent and body.name is None:
+        raise ValidationError([{"field": "name", "message": "cannot be null"}])
+    changes: dict[str, str | None] = {
+        field: getattr(body, field) for field in ("name", "description") if field in sent
+    }
+    record = await request.app[STORE].update_key(
+        request.match_info["key_id"], changes, admin_actor(request)
+    )
+    return json_response(key_out(record, now_us()))
+
+
+async def regenerate_key(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS].keys
+    current = await _key(request)
+    secret, digest, prefix, last4 = keyservice.new_secret(settings.prefix, current.is_test)
+    record = await request.app[STORE].regenerate_key(
+        current.id, digest, prefix, last4, admin_actor(request)
+    )
+    return json_response(key_out(record, now_us(), secret))
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    record = await request.app[STORE].revoke_key(request.match_info["key_id"], admin_actor(request))
+    return json_response(key_out(record, now_us()))
+
+
+async def delete_key(request: web.Request) -> web.Response:
+    await request.app[STORE].delete_key(request.match_info["key_id"], admin_actor(request))
+    return web.Response(status=204)

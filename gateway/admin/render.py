@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.admin.schemas import AccountOut, KeyOut
+from gateway.admin.schemas import AccountOut, AuditOut, KeyOut, OriginOut
 from gateway.keys import mask
-from gateway.store.records import Account, KeyRecord
+from gateway.store.records import Account, AuditEntry, KeyRecord
 from gateway.timeutil import to_rfc3339
 
 
@@ -50,3 +50,22 @@ def account_out(account: Account, production_key: dict[str, Any] | None = None) 
     if production_key is not None:
         doc["production_key"] = production_key
     return doc
+
+
+def origin_out(origin: str, created_at: int) -> dict[str, Any]:
+    return OriginOut(origin=origin, created_at=to_rfc3339(created_at) or "").model_dump(mode="json")
+
+
+def audit_out(entry: AuditEntry) -> dict[str, Any]:
+    return AuditOut(
+        id=entry.id,
+        at=to_rfc3339(entry.at) or "",
+        action=entry.action,
+        actor=entry.actor,
+        account_id=entry.account_id,
+        key_id=entry.key_id,
+        environment=entry.environment,  # type: ignore[arg-type]
+        ip=entry.ip,
+        request_id=entry.request_id,
+        details=entry.details,
+    ).model_dump(mode="json")

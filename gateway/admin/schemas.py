@@ -6,7 +6,7 @@ generated from these same models, so what is documented is what is enforced.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -131,3 +131,41 @@ class ProblemOut(Out):
 class Health(Out):
     status: Literal["ok"]
     version: str
+
+
+class OriginOut(Out):
+    origin: str
+    created_at: str
+
+
+class AuditOut(Out):
+    id: str
+    at: str
+    action: str
+    actor: str
+    account_id: str | None
+    key_id: str | None
+    environment: Literal["production", "test"]
+    ip: str | None
+    request_id: str | None
+    details: dict[str, Any]
+
+
+class KeyList(Out):
+    data: list[KeyOut]
+    next_cursor: str | None
+
+
+class AccountList(Out):
+    data: list[AccountOut]
+    next_cursor: str | None
+
+
+class OriginList(Out):
+    data: list[OriginOut]
+    next_cursor: str | None
+
+
+class AuditList(Out):
+    data: list[AuditOut]
+    next_cursor: str | None

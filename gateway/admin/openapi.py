@@ -1,0 +1,144 @@
+"""The OpenAPI 3.1 document, generated from the route table and the pydantic models."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from gateway import __version__
+from gateway.admin.params import Param
+from gateway.admin.routes import Route
+from gateway.admin.schemas import ProblemOut
+
+REF = "#/components/schemas/{model}"
+
+
+def _param_schema(p: Param) -> dict[str, Any]:
+    if p.kind == "integer":
+        schema: dict[str, Any] = {"type": "integer", "minimum": 1}
+        if p.name == "limit":
+            schema["maximum"] = 500
+        return schema
+    if p.kind == "boolean":
+        return {"type": "boolean"}
+    if p.kind == "date-time":
+        return {"type": "string", "format": "date-time"}
+    schema = {"type": "string", "minLength": 1}
+    if p.enum:
+        schema["enum"] = list(p.enum)
+    return schema
+
+
+def build_openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
+    models: set[type[BaseModel]] = {ProblemOut}
+    for r in routes:
+        if r.body is not None:
+            models.add(r.body)
+        if r.response is not None:
+            models.add(r.response)
+    ordered = sorted(models, key=lambda m: m.__name__)
+    pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (m, "validation" if _is_request(m, routes) else "serialization") for m in ordered
+    ]
+    _, defs = models_json_schema(pairs, ref_template=REF)
+    schemas = defs.get("$defs", {})
+
+    def ref(model: type[BaseModel]) -> dict[str, str]:
+        return {"$ref": REF.format(model=model.__name__)}
+
+    problem = {"application/problem+json": {"schema": ref(ProblemOut)}}
+    paths: dict[str, dict[str, Any]] = {}
+    for r in routes:
+        op: dict[str, Any] = {
+            "summary": r.summary,
+            "tags": [r.tag],
+            "operationId": _operation_id(r),
+            "responses": {},
+        }
+        params = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "minLength": 1},
+            }
+            for name in re.findall(r"{(\w+)}", r.path)
+        ]
+        params += [
+            {
+                "name": p.name,
+                "in": "query",
+                "required": False,
+                "description": p.description,
+                "schema": _param_schema(p),
+            }
+            for p in r.query
+        ]
+        if params:
+            op["parameters"] = params
+        if r.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(r.body)}},
+            }
+        ok: dict[str, Any] = {"description": r.summary}
+        if r.response is not None:
+            ok["content"] = {r.media_type: {"schema": ref(r.response)}}
+        elif r.status != 204:
+            ok["content"] = {
+                r.media_type: {
+                    "schema": {"type": "string"}
+                    if r.media_type.startswith("text/")
+                    else {"type": "object"}
+                }
+            }
+        op["responses"][str(r.status)] = ok
+        if not r.public:
+            op["responses"]["401"] = {
+                "description": "Missing or wrong admin token",
+                "content": {"text/plain": {"schema": {"type": "string", "const": "Unauthorized"}}},
+            }
+        else:
+            op["security"] = []
+        for status in r.errors:
+            op["responses"][str(status)] = {"description": _ERRORS[status], "content": problem}
+        if r.body is not None:
+            op["responses"].setdefault("400", {"description": _ERRORS[400], "content": problem})
+            op["responses"]["415"] = {"description": "Body is not JSON", "content": problem}
+        op["responses"]["503"] = {"description": "The key store is unavailable", "content": problem}
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Gateway admin API",
+            "version": __version__,
+            "description": "Accounts, API keys, callback-origin allow-lists and the audit trail. "
+            "Errors are application/problem+json (RFC 9457).",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"adminToken": []}],
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": paths,
+    }
+
+
+_ERRORS = {
+    400: "Invalid request (see `errors`)",
+    404: "Account, key or origin not found",
+    409: "Conflict with the current state",
+}
+
+
+def _is_request(model: type[BaseModel], routes: tuple[Route, ...]) -> bool:
+    return any(r.body is model for r in routes)
+
+
+def _operation_id(r: Route) -> str:
+    words = re.sub(r"[{}]", "", r.path).strip("/").replace("-", "_").replace(".", "_").split("/")
+    return r.method.lower() + "_" + "_".join(w for w in words if w not in ("admin", "v1"))

@@ -1,0 +1,204 @@
+"""The admin API's route table: registered on the app and documented in OpenAPI from this one
+list, so no route can exist undocumented or be documented without existing."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from gateway.admin import accounts, audit, keys
+from gateway.admin.params import PAGING, Param
+from gateway.admin.schemas import (
+    AccountCreate,
+    AccountList,
+    AccountOut,
+    AccountUpdate,
+    AuditList,
+    Health,
+    KeyCreate,
+    KeyList,
+    KeyOut,
+    KeyUpdate,
+    OriginCreate,
+    OriginList,
+    OriginOut,
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    body: type[BaseModel] | None = None
+    status: int = 200
+    response: type[BaseModel] | None = None  # None with status 204: no body
+    query: tuple[Param, ...] = ()
+    errors: tuple[int, ...] = ()
+    media_type: str = "application/json"
+    public: bool = False
+
+
+async def healthz(request: web.Request) -> web.Response:
+    from gateway import __version__
+    from gateway.admin.problems import json_response
+
+    return json_response({"status": "ok", "version": __version__})
+
+
+def api_routes(openapi: Handler, metrics: Handler) -> tuple[Route, ...]:
+    acct = "/admin/v1/accounts/{account_id}"
+    key = "/admin/v1/keys/{key_id}"
+    return (
+        Route(
+            "GET",
+            "/healthz",
+            healthz,
+            "Liveness (no token needed)",
+            "operations",
+            response=Health,
+            public=True,
+        ),
+        Route(
+            "GET", "/metrics", metrics, "Prometheus metrics", "operations", media_type="text/plain"
+        ),
+        Route("GET", "/admin/v1/openapi.json", openapi, "This document", "operations"),
+        Route(
+            "POST",
+            "/admin/v1/accounts",
+            accounts.create_account,
+            "Create an account",
+            "accounts",
+            body=AccountCreate,
+            status=201,
+            response=AccountOut,
+            errors=(400, 409),
+        ),
+        Route(
+            "GET",
+            "/admin/v1/accounts",
+            accounts.list_accounts,
+            "List accounts",
+            "accounts",
+            response=AccountList,
+            query=accounts.LIST_PARAMS,
+            errors=(400,),
+        ),
+        Route(
+            "GET",
+            acct,
+            accounts.get_account,
+            "Read an account",
+            "accounts",
+            response=AccountOut,
+            errors=(404,),
+        ),
+        Route(
+            "PATCH",
+            acct,
+            accounts.update_account,
+            "Rename, deactivate or reactivate an account",
+            "accounts",
+            body=AccountUpdate,
+            response=AccountOut,
+            errors=(400, 404),
+        ),
+        Route(
+            "GET",
+            acct + "/callback-origins",
+            accounts.list_origins,
+            "List allowed callback origins",
+            "callback origins",
+            response=OriginList,
+            query=PAGING,
+            errors=(400, 404),
+        ),
+        Route(
+            "POST",
+            acct + "/callback-origins",
+            accounts.add_origin,
+            "Allow a callback origin",
+            "callback origins",
+            body=OriginCreate,
+            status=201,
+            response=OriginOut,
+            errors=(400, 404, 409),
+        ),
+        Route(
+            "DELETE",
+            acct + "/callback-origins/{origin}",
+            accounts.remove_origin,
+            "Remove an allowed callback origin",
+            "callback origins",
+            status=204,
+            errors=(404,),
+        ),
+        Route(
+            "POST",
+            "/admin/v1/keys",
+            keys.create_key,
+            "Create a key (plaintext returned once)",
+            "keys",
+            body=KeyCreate,
+            status=201,
+            response=KeyOut,
+            errors=(400, 404, 409),
+        ),
+        Route(
+            "GET",
+            "/admin/v1/keys",
+            keys.list_keys,
+            "List keys",
+            "keys",
+            response=KeyList,
+            query=keys.LIST_PARAMS,
+            errors=(400,),
+        ),
+        Route("GET", key, keys.get_key, "Read a key", "keys", response=KeyOut, errors=(404,)),
+        Route(
+            "PATCH",
+            key,
+            keys.update_key,
+            "Change a key's name or description",
+            "keys",
+            body=KeyUpdate,
+            response=KeyOut,
+            errors=(400, 404),
+        ),
+        Route("DELETE", key, keys.delete_key, "Delete a key", "keys", status=204, errors=(404,)),
+        Route(
+            "POST",
+            key + "/regenerate",
+            keys.regenerate_key,
+            "New secret for the same key; the old one stops working at once",
+            "keys",
+            response=KeyOut,
+            errors=(404, 409),
+        ),
+        Route(
+            "POST",
+            key + "/revoke",
+            keys.revoke_key,
+            "Revoke a key",
+            "keys",
+            response=KeyOut,
+            errors=(404,),
+        ),
+        Route(
+            "GET",
+            "/admin/v1/audit",
+            audit.list_audit,
+            "The audit trail, newest first",
+            "audit",
+            response=AuditList,
+            query=audit.LIST_PARAMS,
+            errors=(400,),
+        ),
+    )
