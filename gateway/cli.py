@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from gateway import __version__
+from gateway import __version__, admin_cli
 from gateway.config import admin_token_error, load_settings
 from gateway.errors import ConfigError, StoreError
 
@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="throwaway store, echo upstream, one key: try it with curl")
     demo.add_argument("--port", type=int, default=8080, help="data-plane port (default 8080)")
     demo.add_argument("--admin-port", type=int, default=0, help="admin port (default: any free)")
+
+    admin_cli.add_parser(sub)
     return parser
 
 
@@ -40,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args.config, args.check)
     if args.command == "demo":
         return _demo(args.port, args.admin_port)
+    if args.command == "admin":
+        return admin_cli.run(args)
     parser.print_help(sys.stderr)
     return EXIT_CONFIG
 
