@@ -172,17 +172,49 @@ async def test_keys_survive_a_restart_and_revocations_too(
             p.admin_url + f"/admin/v1/keys/{revoked['id']}/revoke",
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
         ) as resp:
-            revoke_supported = resp.status == 200
+            assert resp.status == 200
         assert p.process.stop() == 0
         p.start()
         try:
             async with session.get(p.url + "/x", headers=bearer(kept["key"])) as resp:
                 assert resp.status == 200
-            if revoke_supported:
-                async with session.get(p.url + "/x", headers=bearer(revoked["key"])) as resp:
-                    assert resp.status == 401
+            async with session.get(p.url + "/x", headers=bearer(revoked["key"])) as resp:
+                assert resp.status == 401
         finally:
             assert p.process.stop() == 0
+
+
+async def test_usage_pending_at_shutdown_is_written_before_exit(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    p = Proc(tmp_path, str(upstream.make_url("")).rstrip("/"))
+    text = p.process.config.read_text().replace(
+        "usage_flush_seconds = 0.2", "usage_flush_seconds = 3600"
+    )
+    p.process.config.write_text(text)
+    p.start()
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with aiohttp.ClientSession() as session:
+        key = await p.mint(session)
+        async with session.get(
+            p.url + "/x", headers={**bearer(key["key"]), "User-Agent": "restart/1"}
+        ) as resp:
+            assert resp.status == 200
+        async with session.get(
+            p.admin_url + f"/admin/v1/keys/{key['id']}", headers=headers
+        ) as resp:
+            assert (await resp.json())["last_used_at"] is None  # not flushed yet: an hour to go
+        assert p.process.stop() == 0
+        p.start()
+        try:
+            async with session.get(
+                p.admin_url + f"/admin/v1/keys/{key['id']}", headers=headers
+            ) as resp:
+                got = await resp.json()
+            assert got["last_used_at"] is not None
+            assert got["last_used_user_agent"] == "restart/1"
+        finally:
+            p.process.stop()
 
 
 async def test_sigterm_lets_an_in_flight_request_finish_then_exits_0(proc: Proc) -> None:
