@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
 from gateway.keys import PREFIX_PATTERN
+from gateway.routes import PatternError, Route, compile_pattern
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SCOPE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._*-]{0,63}")
@@ -109,6 +110,7 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     keys: KeySettings = field(default_factory=KeySettings)
+    routes: tuple[Route, ...] = ()
     source: str = "<settings>"
 
 
@@ -391,22 +393,95 @@ def _keys(sec: _Section) -> KeySettings:
     return settings
 
 
+_METHOD = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
+_PARAM_NAME = re.compile(r"[A-Za-z0-9_.~-]{1,64}")
+
+
+def _routes(source: str, data: Any, keys: KeySettings) -> tuple[Route, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise ConfigError(source, "routes", "must be an array of tables ([[routes]])")
+    out = []
+    for i, item in enumerate(data):
+        sec = _Section(source, f"routes[{i}]", item)
+
+        def pattern(v: Any) -> str:
+            if not isinstance(v, str):
+                raise _Invalid()
+            try:
+                compile_pattern(v)
+            except PatternError as exc:
+                raise ValueError(f"{v!r} {exc}") from None
+            return v
+
+        def methods(v: Any) -> frozenset[str]:
+            if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+                raise _Invalid(" (non-empty)")
+            bad = [m for m in v if not _METHOD.fullmatch(m)]
+            if bad:
+                raise ValueError(f'{bad[0]!r} is not an HTTP method (upper case, e.g. "GET")')
+            return frozenset(v)
+
+        def scopes(v: Any) -> tuple[str, ...]:
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise _Invalid()
+            unknown = [x for x in v if x not in keys.scopes]
+            if unknown:
+                raise ValueError(f"unknown scope {unknown[0]!r} (not in keys.scopes)")
+            return tuple(v)
+
+        def param(v: Any) -> str:
+            if not isinstance(v, str) or not _PARAM_NAME.fullmatch(v):
+                raise _Invalid(" (a query parameter name)")
+            return v
+
+        path = sec.get("path", "a path pattern", _REQUIRED, pattern)
+        route_methods = sec.get("methods", "a list of HTTP methods", None, methods)
+        route_scopes = sec.get("scopes", "a list of strings", (), scopes)
+        public = sec.boolean("public", False)
+        callback = sec.get("callback_param", "a string", None, param)
+        sec.finish()
+        if public and route_scopes:
+            raise sec.fail("public", "a public route cannot also require scopes")
+        if public and callback:
+            raise sec.fail(
+                "public", "a public route has no account to check callback origins against"
+            )
+        segments, names, tail = compile_pattern(path)
+        out.append(
+            Route(
+                index=i,
+                path=path,
+                methods=route_methods,
+                scopes=route_scopes,
+                public=public,
+                callback_param=callback,
+                segments=segments,
+                params=names,
+                tail=tail,
+            )
+        )
+    return tuple(out)
+
+
 def parse_settings(data: Mapping[str, Any], source: str) -> Settings:
     """Validate a decoded TOML document into Settings or raise ConfigError."""
-    sections = {"server", "log", "upstream", "admin", "store", "keys"}
+    sections = {"server", "log", "upstream", "admin", "store", "keys", "routes"}
     for key in data:
         if key not in sections:
             raise ConfigError(source, key, "unknown key")
-    settings = Settings(
+    keys = _keys(_Section(source, "keys", data.get("keys")))
+    return Settings(
         server=_server(_Section(source, "server", data.get("server"))),
         log=_log(_Section(source, "log", data.get("log"))),
         upstream=_upstream(_Section(source, "upstream", data.get("upstream", {}))),
         admin=_admin(_Section(source, "admin", data.get("admin"))),
         store=_store(_Section(source, "store", data.get("store"))),
-        keys=_keys(_Section(source, "keys", data.get("keys"))),
+        keys=keys,
+        routes=_routes(source, data.get("routes"), keys),
         source=source,
     )
-    return settings
 
 
 def load_settings(path: str | os.PathLike[str]) -> Settings:

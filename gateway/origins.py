@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from urllib.parse import parse_qsl
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _PORT = re.compile(r"[1-9][0-9]{0,4}")
@@ -23,6 +24,92 @@ def split_entry(entry: str) -> tuple[str, int | None]:
         return host, int(rest[1:]) if rest else None
     host, sep, port = entry.partition(":")
     return host, int(port) if sep else None
+
+
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\\]")
+_DEFAULT_PORT = {"http": 80, "https": 443}
+
+
+def url_origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an absolute http(s) URL, or None when it is not one we can
+    trust: no userinfo, no backslashes, whitespace or controls, ASCII host without a trailing
+    dot (internationalised names must arrive in their xn-- form), valid port."""
+    if not url or len(url) > 4096 or _URL_FORBIDDEN.search(url) or not url.isascii():
+        return None
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in _DEFAULT_PORT:
+        return None
+    end = len(rest)
+    for stop in "/?#":
+        i = rest.find(stop)
+        if i != -1:
+            end = min(end, i)
+    authority = rest[:end].lower()
+    if not authority or "@" in authority or "%" in authority:
+        return None
+    if authority.startswith("["):
+        host, bracket, port_text = authority.partition("]")
+        if not bracket:
+            return None
+        try:
+            ipaddress.IPv6Address(host[1:])
+        except ValueError:
+            return None
+        host += "]"
+        if port_text and not port_text.startswith(":"):
+            return None
+        port_text = port_text[1:]
+    else:
+        host, _, port_text = authority.partition(":")
+        if host.endswith(".") or not all(_LABEL.fullmatch(label) for label in host.split(".")):
+            return None
+        if all(label.isdigit() for label in host.split(".")):
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                return None
+    if port_text:
+        if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
+            return None
+        port = int(port_text)
+    else:
+        port = _DEFAULT_PORT[scheme]
+    return scheme, host, port
+
+
+def origin_allowed(url: str, entries: frozenset[str]) -> bool:
+    """Does `url` point at an origin on the allow-list? Exact host match (no subdomains);
+    https only, except loopback entries which allow http too; the port must be the entry's
+    (or the scheme's default when the entry names none)."""
+    origin = url_origin(url)
+    if origin is None:
+        return False
+    scheme, host, port = origin
+    for entry in entries:
+        entry_host, entry_port = split_entry(entry)
+        if entry_host != host:
+            continue
+        if entry_host in LOOPBACK_HOSTS:
+            if port == (entry_port if entry_port is not None else _DEFAULT_PORT[scheme]):
+                return True
+        elif scheme == "https" and port == (entry_port if entry_port is not None else 443):
+            return True
+    return False
+
+
+def callback_values(query: bytes, name: str) -> list[str] | None:
+    """Every value the query gives `name`, read the ways upstream frameworks read queries
+    (`&`, and `;` too). None when it is given more than once: ambiguous, so refused."""
+    text = query.decode("utf-8", "replace")
+    readings = [text, text.replace(";", "&")] if ";" in text else [text]
+    found: set[str] = set()
+    for reading in readings:
+        values = [v for k, v in parse_qsl(reading, keep_blank_values=True) if k == name]
+        if len(values) > 1:
+            return None
+        found.update(values)
+    return sorted(found) if len(found) <= 1 else None
 
 
 def normalise_entry(text: str) -> str:

@@ -1,0 +1,164 @@
+"""The route table from `[[routes]]`: ordered, first match wins, on method and path pattern
+(pure: no I/O).
+
+Matching is on the normalised path only, never the query: percent-decoded segments, empty and
+`.` segments dropped, `..` resolved. An encoded slash or backslash (`%2F`, `%5C`) is ambiguous —
+upstreams differ on whether it separates segments — so such a path is matched both ways and the
+request must satisfy every route either reading selects; it can never slip from a protected
+route into a public one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_LITERAL = re.compile(r"[A-Za-z0-9._~!$&'()+,;=:@%-]+")
+CHECKED_PARAMS = {"tool_pack_id": "tool_pack_ids", "registered_user_id": "registered_user_ids"}
+
+
+class PatternError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    index: int
+    path: str
+    methods: frozenset[str] | None  # None: every method
+    scopes: tuple[str, ...]
+    public: bool
+    callback_param: str | None
+    segments: tuple[bytes | None, ...]  # None = a {param} segment
+    params: tuple[str | None, ...]  # parameter name per segment, None for literals
+    tail: bool  # the pattern ends in `/*`
+
+    def matches(self, method: str, segments: Sequence[bytes]) -> dict[str, bytes] | None:
+        if self.methods is not None and method not in self.methods:
+            return None
+        own = self.segments
+        if len(segments) < len(own) if self.tail else len(segments) != len(own):
+            return None
+        found: dict[str, bytes] | None = None
+        for i, literal in enumerate(own):
+            seg = segments[i]
+            if literal is None:
+                name = self.params[i]
+                assert name is not None
+                if found is None:
+                    found = {}
+                found[name] = seg
+            elif literal != seg:
+                return None
+        return found if found is not None else {}
+
+
+def compile_pattern(pattern: str) -> tuple[tuple[bytes | None, ...], tuple[str | None, ...], bool]:
+    if not pattern.startswith("/"):
+        raise PatternError("must start with /")
+    parts = pattern.split("/")[1:]
+    tail = False
+    if parts and parts[-1] == "*":
+        tail = True
+        parts = parts[:-1]
+    if parts == [""]:
+        parts = []
+    segments: list[bytes | None] = []
+    names: list[str | None] = []
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise PatternError("has an empty, '.' or '..' segment")
+        m = _PARAM.fullmatch(part)
+        if m:
+            if m.group(1) in names:
+                raise PatternError(f"names {{{m.group(1)}}} twice")
+            segments.append(None)
+            names.append(m.group(1))
+        elif "*" in part:
+            raise PatternError("'*' is only allowed as the whole last segment (/prefix/*)")
+        elif "{" in part or "}" in part or not _LITERAL.fullmatch(part):
+            raise PatternError(f"has an invalid segment {part!r}")
+        else:
+            segments.append(unquote_to_bytes(part))
+            names.append(None)
+    return tuple(segments), tuple(names), tail
+
+
+def normalise(raw_path: bytes, *, split_encoded_slashes: bool = False) -> list[bytes]:
+    """Decoded path segments with empty and dot segments resolved (RFC 3986 5.2.4)."""
+    if split_encoded_slashes:
+        raw_path = re.sub(rb"%2[fF]|%5[cC]", b"/", raw_path).replace(b"\\", b"/")
+    elif b"%" not in raw_path and b"/." not in raw_path:
+        return [part for part in raw_path.split(b"/") if part]  # the common, plain case
+    out: list[bytes] = []
+    for part in raw_path.split(b"/"):
+        seg = unquote_to_bytes(part) if b"%" in part else part
+        if not seg or seg == b".":
+            continue
+        if seg == b"..":
+            if out:
+                out.pop()
+            continue
+        out.append(seg)
+    return out
+
+
+_AMBIGUOUS = re.compile(rb"%2[fF]|%5[cC]|\\")
+
+
+class RouteTable:
+    """Routes bucketed by their first literal segment, each bucket in config order."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = tuple(routes)
+        wild = [r for r in self.routes if not r.segments or r.segments[0] is None]
+        firsts = {r.segments[0] for r in self.routes if r.segments and r.segments[0] is not None}
+        self._buckets: dict[bytes, tuple[Route, ...]] = {}
+        for first in firsts:
+            assert first is not None
+            members = [r for r in self.routes if r.segments and r.segments[0] == first]
+            self._buckets[first] = tuple(sorted([*members, *wild], key=lambda r: r.index))
+        self._wild = tuple(wild)
+
+    def __bool__(self) -> bool:
+        return bool(self.routes)
+
+    def _first(self, method: str, segments: list[bytes]) -> tuple[Route, dict[str, bytes]] | None:
+        candidates = self._buckets.get(segments[0], self._wild) if segments else self._wild
+        for route in candidates:
+            params = route.matches(method, segments)
+            if params is not None:
+                return route, params
+        return None
+
+    def match(self, method: str, raw_path: bytes) -> list[tuple[Route, dict[str, bytes]]]:
+        """The routes this request falls under: one reading normally, both readings of an
+        ambiguous path (deduplicated; a reading that matched nothing counts as the
+        "no route" marker, which is never public). Empty: no route matched."""
+        readings = [self._first(method, normalise(raw_path))]
+        if (b"%" in raw_path or b"\\" in raw_path) and _AMBIGUOUS.search(raw_path):
+            readings.append(self._first(method, normalise(raw_path, split_encoded_slashes=True)))
+        out: list[tuple[Route, dict[str, bytes]]] = []
+        for found in readings:
+            item = found if found is not None else UNMATCHED
+            if all(item[0] is not seen[0] for seen in out):
+                out.append(item)
+        return [] if out == [UNMATCHED] else out
+
+
+# A reading that matched no route: never public, no scope required.
+NO_ROUTE = Route(
+    index=-1,
+    path="<no route>",
+    methods=None,
+    scopes=(),
+    public=False,
+    callback_param=None,
+    segments=(),
+    params=(),
+    tail=True,
+)
+UNMATCHED: tuple[Route, dict[str, bytes]] = (NO_ROUTE, {})
