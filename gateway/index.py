@@ -16,11 +16,12 @@ _MICROS = 1_000_000.0
 class AccountState:
     """Shared by every key of the account, so deactivation is one flag flip."""
 
-    __slots__ = ("active", "id")
+    __slots__ = ("active", "id", "origins")
 
     def __init__(self, account_id: str, active: bool) -> None:
         self.id = account_id
         self.active = active
+        self.origins: frozenset[str] = frozenset()
 
 
 class KeyEntry:
@@ -99,6 +100,9 @@ class KeyIndex:
     def load(self, snapshot: Snapshot) -> None:
         """Replace everything with the snapshot."""
         accounts = {a.id: AccountState(a.id, a.active) for a in snapshot.accounts}
+        for account_id, origins in snapshot.origins.items():
+            if account_id in accounts:
+                accounts[account_id].origins = origins
         by_hash: dict[bytes, KeyEntry] = {}
         by_id: dict[str, KeyEntry] = {}
         for key in snapshot.keys:
@@ -115,6 +119,10 @@ class KeyIndex:
         """Patch the index with the current rows of everything that changed."""
         for account_id, account in changes.accounts.items():
             self._put_account(account_id, account)
+        for account_id, origins in changes.origins.items():
+            state = self.accounts.get(account_id)
+            if state is not None:
+                state.origins = origins
         for key_id, key in changes.keys.items():
             self._put_key(key_id, key)
         self.seq = max(self.seq, changes.seq)

@@ -131,6 +131,7 @@ class Snapshot:
     seq: int
     keys: list[AuthKey]
     accounts: list[AuthAccount]
+    origins: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,3 +141,4 @@ class ChangeSet:
     seq: int
     keys: dict[str, AuthKey | None]
     accounts: dict[str, AuthAccount | None]
+    origins: dict[str, frozenset[str]] = field(default_factory=dict)

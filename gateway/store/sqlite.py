@@ -346,6 +346,13 @@ class SQLiteStore:
                     return ChangeSet(seq=seq, keys={}, accounts={})
                 key_ids = {r[2] for r in rows if r[1] == "key"}
                 account_ids = {r[2] for r in rows if r[1] == "account"}
+                origin_ids = sorted({r[2] for r in rows if r[1] == "origin"})
+                origins: dict[str, frozenset[str]] = {}
+                for account_id in origin_ids:
+                    async with conn.execute(
+                        "SELECT origin FROM callback_origins WHERE account_id = ?", (account_id,)
+                    ) as cur:
+                        origins[account_id] = frozenset(r[0] for r in await cur.fetchall())
                 keys: dict[str, AuthKey | None] = dict.fromkeys(key_ids)
                 accounts: dict[str, AuthAccount | None] = dict.fromkeys(account_ids)
                 for chunk in _chunks(sorted(key_ids), 500):
@@ -362,7 +369,9 @@ class SQLiteStore:
                     ) as cur:
                         for r in await cur.fetchall():
                             accounts[r[0]] = AuthAccount(id=r[0], active=r[1] == ACTIVE)
-                return ChangeSet(seq=int(rows[-1][0]), keys=keys, accounts=accounts)
+                return ChangeSet(
+                    seq=int(rows[-1][0]), keys=keys, accounts=accounts, origins=origins
+                )
             finally:
                 await conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -536,6 +545,14 @@ class SQLiteStore:
             row = await tx.one("SELECT status FROM accounts WHERE id = ?", (key.account_id,))
             if row is None:
                 raise NotFoundError("Account not found", title="Account not found")
+            if key.parent_key_id is not None:
+                parent = await tx.one(
+                    f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key.parent_key_id,)
+                )
+                if parent is None or _key_record(parent).status(tx.now) != ACTIVE:
+                    raise ConflictError(
+                        "the parent key is no longer active", title="Parent key not active"
+                    )
             if max_production_keys and not key.is_test:
                 count = await tx.one(
                     "SELECT count(*) FROM api_keys WHERE account_id = ? AND is_test = 0"
@@ -652,9 +669,35 @@ class SQLiteStore:
             )
             return await self._locked_key(tx, key_id)
 
+    async def _revoke_descendants(self, tx: _Tx, key_id: str) -> None:
+        """Keys minted (directly or not) by `key_id` through self-service die with it."""
+        rows = await tx.all(
+            "WITH RECURSIVE tree(id) AS ("
+            " SELECT id FROM api_keys WHERE parent_key_id = ?"
+            " UNION SELECT k.id FROM api_keys k JOIN tree ON k.parent_key_id = tree.id)"
+            f" SELECT {_KEY_COLUMNS} FROM api_keys WHERE id IN (SELECT id FROM tree)"
+            " AND revoked_at IS NULL",
+            (key_id,),
+        )
+        for row in rows:
+            child = _key_record(row)
+            await tx.execute(
+                "UPDATE api_keys SET revoked_at = ?, updated_at = ? WHERE id = ?",
+                (tx.now, tx.now, child.id),
+            )
+            await tx.changed_entity("key", child.id)
+            await tx.audit(
+                "key.revoked",
+                account_id=child.account_id,
+                key_id=child.id,
+                environment=environment_of(child.is_test),
+                details={"key_prefix": child.key_prefix, "cascade_from": key_id},
+            )
+
     async def delete_key(self, key_id: str, actor: Actor) -> None:
         async with self._write(actor) as tx:
             key = await self._locked_key(tx, key_id)
+            await self._revoke_descendants(tx, key_id)
             await tx.execute("DELETE FROM api_keys WHERE id = ?", (key_id,))
             await tx.changed_entity("key", key_id)
             await tx.audit(
@@ -683,6 +726,7 @@ class SQLiteStore:
                 environment=environment_of(key.is_test),
                 details={"key_prefix": key.key_prefix},
             )
+            await self._revoke_descendants(tx, key_id)
             return await self._locked_key(tx, key_id)
 
     # -- callback origins --------------------------------------------------------------------
