@@ -19,6 +19,10 @@ from gateway.http.wire import render_headers
 from gateway.index import KeyEntry, KeyIndex
 from gateway.logs import AccessLog
 from gateway.metrics import PlaneMetrics
+from gateway.origins import callback_values, origin_allowed
+from gateway.routes import CHECKED_PARAMS, Route, RouteTable, normalise
+from gateway.selfservice import SelfService, insufficient_scope
+from gateway.store.base import Store
 from gateway.sync import IndexSync
 from gateway.usage import UsageRecorder
 
@@ -37,8 +41,11 @@ class DataPlane:
         usage: UsageRecorder,
         access_log: AccessLog,
         loop: asyncio.AbstractEventLoop,
+        store: Store,
     ) -> None:
         self.settings = settings
+        self.routes = RouteTable(settings.routes)
+        self.selfservice = SelfService(settings, store)
         self.index = index
         self.sync = sync
         self.usage = usage
@@ -84,6 +91,12 @@ class DataPlane:
         self._dispatch(ex)
 
     def _dispatch(self, ex: Exchange) -> None:
+        matched: list[tuple[Route, dict[str, bytes]]] = []
+        if self.routes:
+            matched = self.routes.match(ex.method.decode("latin-1"), ex.path)
+            if matched and all(route.public for route, _ in matched):
+                ex.proxy(self.pool, self.upstream_head(ex, self.pool, None))
+                return
         now = time.time()
         principal, reason = auth.authenticate(ex.head.authorization, self.index, now)
         if reason is not None:
@@ -93,16 +106,56 @@ class DataPlane:
             return
         assert principal is not None
         ex.principal = principal
-        conn = ex.conn
-        self.usage.record(principal.id, now, conn.peer, ex.head.user_agent)
-        if ex.path in AUTH_PATHS:
+        self.usage.record(principal.id, now, ex.conn.peer, ex.head.user_agent)
+        path = ex.path
+        if path in AUTH_PATHS:
             body = orjson.dumps(
                 {"account_id": principal.account.id, "message": "Authentication successful"}
             )
             ex.respond(200, JSON_HEADERS, body)
             return
+        if b"access-keys" in path:
+            segments = normalise(path)
+            if SelfService.handles(segments):
+                self.selfservice.start(ex, principal, segments)
+                return
+        for route, params in matched:
+            if not self._allowed(ex, principal, route, params):
+                return
         pool = self.test_pool if principal.is_test and self.test_pool is not None else self.pool
         ex.proxy(pool, self.upstream_head(ex, pool, principal))
+
+    def _allowed(
+        self, ex: Exchange, principal: KeyEntry, route: Route, params: dict[str, bytes]
+    ) -> bool:
+        """Scopes (any of), path parameters within the key's lists, callback origin."""
+        if route.scopes and not any(s in principal.scopes for s in route.scopes):
+            insufficient_scope(ex, route.scopes)
+            return False
+        for name, value in params.items():
+            field = CHECKED_PARAMS.get(name)
+            if field is None:
+                continue
+            allowed: tuple[str, ...] | None = getattr(principal, field)
+            if allowed is not None and value.decode("utf-8", "replace") not in allowed:
+                ex.reason = f"{name}_not_allowed"
+                ex.respond_problem(404, "No such resource for this key.", None)
+                return False
+        if route.callback_param is not None:
+            values = callback_values(ex.query, route.callback_param)
+            if values is None or not all(
+                origin_allowed(v, principal.account.origins) for v in values
+            ):
+                ex.reason = "unauthorized_origin"
+                ex.respond_problem(
+                    403,
+                    f"The {route.callback_param} is not on this account's list of allowed "
+                    "callback origins.",
+                    "unauthorized origin",
+                    {"type": "urn:gateway:problem:unauthorized-origin"},
+                )
+                return False
+        return True
 
     def upstream_head(self, ex: Exchange, pool: UpstreamPool, principal: KeyEntry | None) -> bytes:
         """The request head the upstream receives."""
@@ -168,6 +221,7 @@ class DataPlane:
         self.access_log.write(fields)
 
     async def close(self) -> None:
+        await self.selfservice.close()
         for pool in self.pools():
             await pool.close()
         self.access_log.flush()

@@ -9,7 +9,9 @@ from __future__ import annotations
 import uuid
 
 from gateway import keys
+from gateway.errors import ValidationError
 from gateway.store.records import NewKey
+from gateway.timeutil import parse_rfc3339
 
 DAY_US = 86_400 * 1_000_000
 
@@ -17,6 +19,27 @@ DAY_US = 86_400 * 1_000_000
 def default_expiry(now_us: int, ttl_days: int) -> int | None:
     """`keys.default_ttl_days` from now; 0 days means keys never expire by default."""
     return None if ttl_days == 0 else now_us + ttl_days * DAY_US
+
+
+def resolve_expiry(
+    expires_at: str | None, expires_in: int | None, sent: set[str], now_us: int, default: int | None
+) -> int | None:
+    """expires_in (seconds from now) or expires_at (RFC 3339, null = never), never both;
+    neither: `default`."""
+    if "expires_at" in sent and "expires_in" in sent:
+        raise ValidationError(
+            [{"field": "expires_in", "message": "give expires_at or expires_in, not both"}]
+        )
+    if expires_in is not None:
+        return now_us + expires_in * 1_000_000
+    if "expires_at" in sent:
+        if expires_at is None:
+            return None  # explicitly never
+        at = parse_rfc3339(expires_at)
+        if at <= now_us:
+            raise ValidationError([{"field": "expires_at", "message": "must be in the future"}])
+        return at
+    return default
 
 
 def default_name(key_id: str, is_test: bool) -> str:

@@ -66,7 +66,7 @@ class Gateway:
             await sync.load()
             self._usage = UsageRecorder(self.store, settings.store.usage_flush_seconds)
             plane = DataPlane(
-                settings, self.index, sync, self._usage, AccessLog(settings.log), loop
+                settings, self.index, sync, self._usage, AccessLog(settings.log), loop, self.store
             )
             self._plane = plane
             srv = settings.server

@@ -13,7 +13,7 @@ from gateway.admin.state import SETTINGS, STORE
 from gateway.config import KeySettings
 from gateway.errors import NotFoundError, ValidationError
 from gateway.store.records import Actor, KeyRecord, NewKey
-from gateway.timeutil import now_us, parse_rfc3339
+from gateway.timeutil import now_us
 
 LIST_PARAMS = (
     Param("account_id", "string", "Only this account's keys"),
@@ -40,27 +40,11 @@ def check_scopes(scopes: list[str] | None, settings: KeySettings) -> tuple[str, 
     return tuple(dict.fromkeys(scopes))
 
 
-def resolve_expiry(body: KeyCreate, sent: set[str], now: int, ttl_days: int) -> int | None:
-    if "expires_at" in sent and "expires_in" in sent:
-        raise ValidationError(
-            [{"field": "expires_in", "message": "give expires_at or expires_in, not both"}]
-        )
-    if body.expires_in is not None:
-        return now + body.expires_in * 1_000_000
-    if "expires_at" in sent:
-        if body.expires_at is None:
-            return None  # explicitly never
-        at = parse_rfc3339(body.expires_at)
-        if at <= now:
-            raise ValidationError([{"field": "expires_at", "message": "must be in the future"}])
-        return at
-    return keyservice.default_expiry(now, ttl_days)
-
-
 def build_key(body: KeyCreate, sent: set[str], settings: KeySettings) -> tuple[str, NewKey]:
     now = now_us()
     scopes = check_scopes(body.scopes, settings)
-    expires_at = resolve_expiry(body, sent, now, settings.default_ttl_days)
+    default = keyservice.default_expiry(now, settings.default_ttl_days)
+    expires_at = keyservice.resolve_expiry(body.expires_at, body.expires_in, sent, now, default)
     return keyservice.mint(
         prefix=settings.prefix,
         account_id=body.account_id,

@@ -134,7 +134,11 @@ async def parse_body(request: web.Request, model: type[M]) -> tuple[M, set[str]]
         raise ProblemError(
             "Send the body as application/json.", status=415, title="Unsupported Media Type"
         )
-    raw = await request.read()
+    return validate_json(await request.read(), model)
+
+
+def validate_json(raw: bytes, model: type[M]) -> tuple[M, set[str]]:
+    """A JSON object body validated by `model`, plus the field names present in it."""
     if not raw.strip():
         raise ValidationError([{"field": "", "message": "a JSON object body is required"}])
     try:

@@ -68,6 +68,20 @@ class KeyCreate(Body):
     service_account_id: str | None = Field(default=None, max_length=255)
 
 
+class ChildKeyCreate(Body):
+    """Self-service (data plane) key creation: account and environment are the parent's."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    description: str | None = Field(default=None, max_length=2000)
+    scopes: list[Scope] | None = Field(default=None, max_length=100)
+    tool_pack_ids: list[ListItem] | None = Field(default=None, max_length=1000)
+    registered_user_ids: list[ListItem] | None = Field(default=None, max_length=1000)
+    expires_at: Rfc3339 | None = None
+    expires_in: int | None = Field(default=None, ge=60, le=100 * 365 * 86400)
+    created_by: str | None = Field(default=None, max_length=255)
+    service_account_id: str | None = Field(default=None, max_length=255)
+
+
 class KeyUpdate(Body):
     name: str | None = Field(default=None, min_length=1, max_length=255)
     description: str | None = Field(default=None, max_length=2000)

@@ -128,6 +128,7 @@ class Exchange:
         "body_received",
         "bytes_out",
         "close_after",
+        "collector",
         "conn",
         "discarding",
         "finished",
@@ -182,6 +183,7 @@ class Exchange:
         self.body_received = 0
         self.request_done = False
         self.discarding = False
+        self.collector: tuple[int, Callable[[bytes], None]] | None = None
         self.upstream: UpstreamConnection | None = None
         self.upstream_started = 0.0
         self.upstream_ms = -1.0
@@ -209,6 +211,10 @@ class Exchange:
             if self.body_received > DISCARD_LIMIT:
                 self.conn.close()
             return
+        if self.collector is not None and self.body_received > self.collector[0]:
+            self.collector = None
+            self.fail_request(413)
+            return
         up = self.upstream
         if up is not None and up.transport is not None:
             up.send_body(data, self.head.chunked)
@@ -223,6 +229,9 @@ class Exchange:
         if self.discarding:
             if self.response_done:
                 self.conn.exchange_finished(self)
+            return
+        if self.collector is not None:
+            self._deliver_body()
             return
         up = self.upstream
         if up is not None and up.transport is not None:
@@ -240,6 +249,23 @@ class Exchange:
         self.close_after = True
         self.respond_problem(status, None, None)
         self.conn.close()
+
+    def collect(self, limit: int, done: Callable[[bytes], None]) -> None:
+        """Read the (small) body in memory for an endpoint the gateway answers itself."""
+        self.collector = (limit, done)
+        if self.head.expect_continue and not self.request_done and self.http11:
+            self.conn.write(CONTINUE)
+        if self.request_done:
+            self._deliver_body()
+
+    def _deliver_body(self) -> None:
+        assert self.collector is not None
+        done = self.collector[1]
+        self.collector = None
+        body = b"".join(self.body_parts)
+        self.body_parts = []
+        self.body_buffered = 0
+        done(body)
 
     # -- proxying ----------------------------------------------------------------------------
 
