@@ -149,7 +149,7 @@ def upstream_app() -> web.Application:
 # -- settings and the in-process gateway ------------------------------------------------------
 
 
-def make_settings(tmp_path: Path, upstream_url: str, **sections: dict[str, Any]) -> Settings:
+def make_settings(tmp_path: Path, upstream_url: str, **sections: Any) -> Settings:
     doc: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": 0, "shutdown_timeout": 5},
         "log": {"level": "warning"},
@@ -158,7 +158,10 @@ def make_settings(tmp_path: Path, upstream_url: str, **sections: dict[str, Any])
         "store": {"url": f"sqlite:///{tmp_path / 'gateway.db'}", "usage_flush_seconds": 0.2},
     }
     for name, values in sections.items():
-        doc.setdefault(name, {}).update(values)
+        if isinstance(values, list):
+            doc[name] = values
+        else:
+            doc.setdefault(name, {}).update(values)
     return parse_settings(doc, "<test>")
 
 
