@@ -7,7 +7,6 @@ then the in-memory index. No I/O, no aiohttp: callers decide how a failure is an
 from __future__ import annotations
 
 import hashlib
-import hmac
 
 from gateway.index import KeyEntry, KeyIndex
 from gateway.keys import KEY_LENGTH, has_valid_checksum
@@ -26,7 +25,6 @@ ACCOUNT_INACTIVE = "account_deactivated"
 _SCHEME = b"Bearer "
 _SCHEME_LEN = len(_SCHEME)
 _sha256 = hashlib.sha256
-_compare = hmac.compare_digest
 
 
 def authenticate(
@@ -48,9 +46,10 @@ def authenticate(
         return None, LENGTH
     if not has_valid_checksum(token):
         return None, CHECKSUM
-    digest = _sha256(token).digest()
-    entry = index.by_hash.get(digest)
-    if entry is None or not _compare(entry.key_hash, digest):
+    # A dict lookup on the SHA-256 digest: equality on a hash of the secret, not on the secret,
+    # so its timing reveals nothing usable about any key.
+    entry = index.lookup(_sha256(token).digest())
+    if entry is None:
         return None, UNKNOWN
     if entry.revoked:
         return entry, REVOKED

@@ -3,14 +3,30 @@
 Built from a store snapshot at start-up and patched from change sets afterwards, so
 authenticating a request is one dict lookup on the key's SHA-256 digest. Revoked and expired
 keys stay in the index (so the log can say why they failed); deleted keys leave it.
+
+Layout: a million keys must fit in a worker's memory, so keys are not Python objects each.
+The digest maps to a row number; rows are columns in compact arrays (16-byte id, account,
+expiry, flags, interned scope and list tuples), about 170 bytes a key in all. A `KeyEntry`
+(the principal the rest of the data plane sees) is made for a row the first time it
+authenticates and kept until that key changes.
 """
 
 from __future__ import annotations
 
-from gateway.store.records import AuthAccount, AuthKey, ChangeSet, Snapshot
+import uuid
+from array import array
+from collections.abc import Iterable
+from typing import Any
+
+from gateway.store.records import ChangeSet, KeyRow
 
 NEVER = float("inf")
 _MICROS = 1_000_000.0
+
+
+_LIVE = 1
+_REVOKED = 2
+_TEST = 4
 
 
 class AccountState:
@@ -33,27 +49,32 @@ class KeyEntry:
         "expires_at",
         "id",
         "is_test",
-        "key_hash",
-        "key_prefix",
-        "parent_key_id",
         "registered_user_ids",
         "revoked",
         "scopes",
         "tool_pack_ids",
     )
 
-    def __init__(self, key: AuthKey, account: AccountState) -> None:
-        self.id = key.id
+    def __init__(
+        self,
+        key_id: str,
+        account: AccountState,
+        *,
+        is_test: bool,
+        expires_at: float,
+        revoked: bool,
+        scopes: tuple[str, ...],
+        tool_pack_ids: tuple[str, ...] | None,
+        registered_user_ids: tuple[str, ...] | None,
+    ) -> None:
+        self.id = key_id
         self.account = account
-        self.key_hash = key.key_hash
-        self.key_prefix = key.key_prefix
-        self.is_test = key.is_test
-        self.expires_at = NEVER if key.expires_at is None else key.expires_at / _MICROS
-        self.revoked = key.revoked
-        self.scopes = key.scopes
-        self.tool_pack_ids = key.tool_pack_ids
-        self.registered_user_ids = key.registered_user_ids
-        self.parent_key_id = key.parent_key_id
+        self.is_test = is_test
+        self.expires_at = expires_at  # seconds since the epoch; NEVER when it does not expire
+        self.revoked = revoked
+        self.scopes = scopes
+        self.tool_pack_ids = tool_pack_ids
+        self.registered_user_ids = registered_user_ids
         self._identity: bytes | None = None
 
     @property
@@ -85,68 +106,206 @@ def render_identity(entry: KeyEntry) -> bytes:
     return "".join(f"{name}: {value}\r\n" for name, value in lines).encode("utf-8")
 
 
+def _decode_list(text: str) -> tuple[str, ...]:
+    import orjson
+
+    value = orjson.loads(text)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"not a JSON list of strings: {text[:80]!r}")
+    return tuple(value)
+
+
 class KeyIndex:
-    __slots__ = ("accounts", "by_hash", "by_id", "seq")
+    __slots__ = (
+        "_account",
+        "_account_list",
+        "_account_pos",
+        "_entries",
+        "_expires",
+        "_flags",
+        "_free",
+        "_ids",
+        "_odd_ids",
+        "_rows",
+        "_scopes",
+        "_tools",
+        "_tuple_of_json",
+        "_tuples",
+        "_users",
+        "accounts",
+        "seq",
+    )
 
     def __init__(self) -> None:
-        self.by_hash: dict[bytes, KeyEntry] = {}
-        self.by_id: dict[str, KeyEntry] = {}
-        self.accounts: dict[str, AccountState] = {}
         self.seq = 0
+        self.accounts: dict[str, AccountState] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self._rows: dict[bytes, int] = {}
+        self._free: list[int] = []
+        self._ids = bytearray()
+        self._odd_ids: dict[int, str] = {}  # ids that are not UUIDs (never minted by us)
+        self._account = array("i")
+        self._account_list: list[AccountState] = []
+        self._account_pos: dict[str, int] = {}
+        self._expires = array("d")
+        self._flags = bytearray()
+        self._scopes = array("i")
+        self._tools = array("i")
+        self._users = array("i")
+        self._tuples: list[tuple[str, ...] | None] = [None]  # 0 = None (unrestricted)
+        self._tuple_of_json: dict[str, int] = {}
+        self._entries: dict[int, KeyEntry] = {}
 
     def __len__(self) -> int:
-        return len(self.by_id)
+        return len(self._rows)
 
-    def load(self, snapshot: Snapshot) -> None:
-        """Replace everything with the snapshot."""
-        accounts = {a.id: AccountState(a.id, a.active) for a in snapshot.accounts}
-        for account_id, origins in snapshot.origins.items():
-            if account_id in accounts:
-                accounts[account_id].origins = origins
-        by_hash: dict[bytes, KeyEntry] = {}
-        by_id: dict[str, KeyEntry] = {}
-        for key in snapshot.keys:
-            account = accounts.get(key.account_id)
-            if account is None:  # cannot happen with foreign keys on; never authenticate it
-                account = accounts[key.account_id] = AccountState(key.account_id, False)
-            entry = KeyEntry(key, account)
-            by_hash[entry.key_hash] = entry
-            by_id[entry.id] = entry
-        self.accounts, self.by_hash, self.by_id = accounts, by_hash, by_id
-        self.seq = snapshot.seq
+    # -- the hot path --------------------------------------------------------------------
 
-    def apply(self, changes: ChangeSet) -> None:
-        """Patch the index with the current rows of everything that changed."""
-        for account_id, account in changes.accounts.items():
-            self._put_account(account_id, account)
-        for account_id, origins in changes.origins.items():
+    def lookup(self, digest: bytes) -> KeyEntry | None:
+        row = self._rows.get(digest)
+        if row is None:
+            return None
+        entry = self._entries.get(row)
+        return entry if entry is not None else self._materialise(row)
+
+    def _materialise(self, row: int) -> KeyEntry:
+        flags = self._flags[row]
+        odd = self._odd_ids.get(row)
+        key_id = (
+            odd
+            if odd is not None
+            else str(uuid.UUID(bytes=bytes(self._ids[row * 16 : row * 16 + 16])))
+        )
+        entry = KeyEntry(
+            key_id,
+            self._account_list[self._account[row]],
+            is_test=bool(flags & _TEST),
+            expires_at=self._expires[row],
+            revoked=bool(flags & _REVOKED),
+            scopes=self._tuples[self._scopes[row]] or (),
+            tool_pack_ids=self._tuples[self._tools[row]],
+            registered_user_ids=self._tuples[self._users[row]],
+        )
+        self._entries[row] = entry
+        return entry
+
+    # -- building ------------------------------------------------------------------------
+
+    def _intern(self, text: str | None) -> int:
+        if text is None:
+            return 0
+        pos = self._tuple_of_json.get(text)
+        if pos is None:
+            pos = len(self._tuples)
+            self._tuples.append(_decode_list(text))
+            self._tuple_of_json[text] = pos
+        return pos
+
+    def _account_index(self, account_id: str) -> int:
+        pos = self._account_pos.get(account_id)
+        if pos is None:
+            state = self.accounts.get(account_id)
+            if state is None:  # cannot happen with foreign keys on; never authenticate it
+                state = self.accounts[account_id] = AccountState(account_id, False)
+            pos = len(self._account_list)
+            self._account_list.append(state)
+            self._account_pos[account_id] = pos
+        return pos
+
+    def _put(self, key: KeyRow) -> None:
+        key_id, account_id, digest, scopes, tools, users, is_test, expires_us, revoked = key
+        try:
+            id_bytes = uuid.UUID(key_id).bytes
+            odd = None
+        except ValueError:
+            id_bytes, odd = bytes(16), key_id
+        flags = _LIVE | (_TEST if is_test else 0) | (_REVOKED if revoked else 0)
+        expires = NEVER if expires_us is None else expires_us / _MICROS
+        if self._free:
+            row = self._free.pop()
+            self._ids[row * 16 : row * 16 + 16] = id_bytes
+            self._account[row] = self._account_index(account_id)
+            self._expires[row] = expires
+            self._flags[row] = flags
+            self._scopes[row] = self._intern(scopes)
+            self._tools[row] = self._intern(tools)
+            self._users[row] = self._intern(users)
+        else:
+            row = len(self._flags)
+            self._ids += id_bytes
+            self._account.append(self._account_index(account_id))
+            self._expires.append(expires)
+            self._flags.append(flags)
+            self._scopes.append(self._intern(scopes))
+            self._tools.append(self._intern(tools))
+            self._users.append(self._intern(users))
+        if odd is not None:
+            self._odd_ids[row] = odd
+        previous = self._rows.get(digest)
+        if previous is not None:
+            self._drop_row(previous)
+        self._rows[digest] = row
+
+    def _drop_row(self, row: int) -> None:
+        self._flags[row] = 0
+        self._odd_ids.pop(row, None)
+        entry = self._entries.pop(row, None)
+        if entry is not None:
+            entry.revoked = True  # anyone still holding it must not slip through
+        self._free.append(row)
+
+    def _row_id(self, row: int) -> str:
+        odd = self._odd_ids.get(row)
+        return (
+            odd
+            if odd is not None
+            else str(uuid.UUID(bytes=bytes(self._ids[row * 16 : row * 16 + 16])))
+        )
+
+    # -- loading and patching -------------------------------------------------------------
+
+    def begin_load(
+        self, accounts: Iterable[tuple[str, bool]], origins: dict[str, frozenset[str]]
+    ) -> None:
+        """Start replacing everything: accounts first, then `add_keys` batches."""
+        self._reset()
+        self.accounts = {a: AccountState(a, active) for a, active in accounts}
+        for account_id, entries in origins.items():
             state = self.accounts.get(account_id)
             if state is not None:
-                state.origins = origins
-        for key_id, key in changes.keys.items():
-            self._put_key(key_id, key)
+                state.origins = entries
+
+    def add_keys(self, rows: Iterable[KeyRow]) -> None:
+        put = self._put
+        for row in rows:
+            put(row)
+
+    def end_load(self, seq: int) -> None:
+        self.seq = seq
+
+    def apply(self, changes: ChangeSet) -> None:
+        """Patch with the current state of everything that changed after `self.seq`."""
+        for account_id, active in changes.accounts.items():
+            state = self.accounts.get(account_id)
+            if state is None:
+                self.accounts[account_id] = AccountState(account_id, bool(active))
+            else:
+                state.active = bool(active)
+        for account_id, entries in changes.origins.items():
+            state = self.accounts.get(account_id)
+            if state is not None:
+                state.origins = entries
+        for key_id, row in changes.keys.items():
+            for digest in changes.old_hashes.get(key_id, ()):
+                pos = self._rows.get(digest)
+                if pos is not None and self._row_id(pos) == key_id:
+                    del self._rows[digest]
+                    self._drop_row(pos)
+            if row is not None:
+                self._put(row)
         self.seq = max(self.seq, changes.seq)
 
-    def _put_account(self, account_id: str, account: AuthAccount | None) -> None:
-        state = self.accounts.get(account_id)
-        active = account is not None and account.active
-        if state is None:
-            self.accounts[account_id] = AccountState(account_id, active)
-        else:
-            state.active = active
-
-    def _put_key(self, key_id: str, key: AuthKey | None) -> None:
-        old = self.by_id.pop(key_id, None)
-        if old is not None:
-            # Mark the old entry dead too: a request holding it must not slip through.
-            old.revoked = True
-            if self.by_hash.get(old.key_hash) is old:
-                del self.by_hash[old.key_hash]
-        if key is None:
-            return
-        account = self.accounts.get(key.account_id)
-        if account is None:
-            account = self.accounts[key.account_id] = AccountState(key.account_id, False)
-        entry = KeyEntry(key, account)
-        self.by_hash[entry.key_hash] = entry
-        self.by_id[entry.id] = entry
+    def stats(self) -> dict[str, Any]:
+        return {"keys": len(self._rows), "rows": len(self._flags), "principals": len(self._entries)}

@@ -33,7 +33,7 @@ class IndexSync:
     async def load(self) -> None:
         """Full snapshot (start-up, or when the change log no longer reaches back far enough)."""
         self.seen = self._read()
-        self.index.load(await self.store.snapshot())
+        await self.store.snapshot(self.index)
 
     def stale(self) -> bool:
         return self._read() != self.seen
@@ -61,7 +61,7 @@ class IndexSync:
                 target = self._read()
                 changes = await self.store.changes_since(self.index.seq)
                 if changes is None:
-                    self.index.load(await self.store.snapshot())
+                    await self.store.snapshot(self.index)
                 else:
                     self.index.apply(changes)
                 self.seen = target

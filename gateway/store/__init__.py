@@ -5,23 +5,21 @@ from gateway.store.records import (
     Account,
     Actor,
     AuditEntry,
-    AuthAccount,
-    AuthKey,
     ChangeSet,
     KeyRecord,
+    KeyRow,
     NewKey,
-    Snapshot,
+    SnapshotSink,
 )
 
 __all__ = [
     "Account",
     "Actor",
     "AuditEntry",
-    "AuthAccount",
-    "AuthKey",
     "ChangeSet",
     "KeyRecord",
+    "KeyRow",
     "NewKey",
-    "Snapshot",
+    "SnapshotSink",
     "Store",
 ]

@@ -5,8 +5,9 @@ Times are integer microseconds since the epoch (see `gateway.timeutil`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 ACTIVE = "active"
 DEACTIVATED = "deactivated"
@@ -102,43 +103,28 @@ class AuditEntry:
 
 # -- what the data plane's in-memory index is built from ------------------------------------
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AuthKey:
-    id: str
-    account_id: str
-    key_hash: bytes
-    key_prefix: str
-    scopes: tuple[str, ...]
-    tool_pack_ids: tuple[str, ...] | None
-    registered_user_ids: tuple[str, ...] | None
-    is_test: bool
-    expires_at: int | None
-    revoked: bool
-    parent_key_id: str | None
+# A key's authentication columns, raw: (id, account_id, key_hash, scopes_json,
+# tool_pack_ids_json, registered_user_ids_json, is_test, expires_at_us, revoked)
+KeyRow = tuple[str, str, bytes, str, "str | None", "str | None", int, "int | None", int]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AuthAccount:
-    id: str
-    active: bool
+class SnapshotSink(Protocol):
+    """Receives a full snapshot in pieces, so a million keys never sit in a list at once."""
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Snapshot:
-    """Every key and account as of change `seq`."""
-
-    seq: int
-    keys: list[AuthKey]
-    accounts: list[AuthAccount]
-    origins: dict[str, frozenset[str]] = field(default_factory=dict)
+    def begin_load(
+        self, accounts: Iterable[tuple[str, bool]], origins: dict[str, frozenset[str]]
+    ) -> None: ...
+    def add_keys(self, rows: Iterable[KeyRow]) -> None: ...
+    def end_load(self, seq: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChangeSet:
-    """What changed after a given seq: current rows, or None where the entity is gone."""
+    """The current state of everything changed after a given seq (None: gone), plus the
+    digests each changed key had before, so a regenerated or deleted secret can be dropped."""
 
     seq: int
-    keys: dict[str, AuthKey | None]
-    accounts: dict[str, AuthAccount | None]
+    keys: dict[str, KeyRow | None]
+    old_hashes: dict[str, set[bytes]]
+    accounts: dict[str, bool | None]
     origins: dict[str, frozenset[str]] = field(default_factory=dict)

@@ -68,10 +68,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX audit_by_account ON audit_log (account_id, environment, seq DESC);
 
     -- What the data plane's in-memory index must re-read: one row per changed entity.
+    -- For keys, key_hash is the digest the key had before the change, so a worker can drop a
+    -- regenerated or deleted secret without keeping an id -> digest map of every key.
     CREATE TABLE changes (
         seq        INTEGER PRIMARY KEY AUTOINCREMENT,
         entity     TEXT NOT NULL CHECK (entity IN ('key', 'account', 'origin')),
         entity_id  TEXT NOT NULL,
+        key_hash   BLOB,
         at         INTEGER NOT NULL
     );
 

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 import orjson
@@ -28,12 +28,11 @@ from gateway.store.records import (
     Account,
     Actor,
     AuditEntry,
-    AuthAccount,
-    AuthKey,
     ChangeSet,
     KeyRecord,
+    KeyRow,
     NewKey,
-    Snapshot,
+    SnapshotSink,
 )
 from gateway.store.revision import RevisionCounter
 from gateway.store.schema import MIGRATIONS
@@ -45,10 +44,12 @@ _KEY_COLUMNS = (
     "service_account_id, parent_key_id, last_used_at, last_used_ip, last_used_user_agent, "
     "revoked_at"
 )
+# The KeyRow the index is built from, in its order.
 _AUTH_KEY_COLUMNS = (
-    "id, account_id, key_hash, key_prefix, scopes, tool_pack_ids, registered_user_ids, "
-    "is_test, expires_at, revoked_at IS NOT NULL, parent_key_id"
+    "id, account_id, key_hash, scopes, tool_pack_ids, registered_user_ids, is_test, expires_at,"
+    " revoked_at IS NOT NULL"
 )
+_SNAPSHOT_BATCH = 5000
 _ACCOUNT_COLUMNS = "id, name, status, created_at, updated_at"
 
 
@@ -74,23 +75,6 @@ def decode_cursor(cursor: str, shape: Sequence[type]) -> list[Any]:
     ):
         raise ValidationError([{"field": "cursor", "message": "invalid cursor"}])
     return parts
-
-
-class _Interner:
-    """Most keys share the same few scope lists: decode each distinct JSON text once."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple[str, ...]] = {}
-
-    def __call__(self, text: str | None) -> tuple[str, ...] | None:
-        if text is None:
-            return None
-        got = self._seen.get(text)
-        if got is None:
-            got = tuple(orjson.loads(text))
-            if len(self._seen) < 10000:
-                self._seen[text] = got
-        return got
 
 
 def _json_list(values: Iterable[str] | None) -> str | None:
@@ -146,12 +130,19 @@ class _Tx:
         async with self.conn.execute(sql, params) as cur:
             return list(await cur.fetchall())
 
-    async def changed_entity(self, entity: str, entity_id: str) -> None:
+    async def changed_entity(
+        self, entity: str, entity_id: str, key_hash: bytes | None = None
+    ) -> None:
         await self.conn.execute(
-            "INSERT INTO changes (entity, entity_id, at) VALUES (?, ?, ?)",
-            (entity, entity_id, self.now),
+            "INSERT INTO changes (entity, entity_id, key_hash, at) VALUES (?, ?, ?, ?)",
+            (entity, entity_id, key_hash, self.now),
         )
         self.changed = True
+
+    async def key_changing(self, key_id: str) -> None:
+        """Log a key change with the digest the key has now: call before modifying it."""
+        row = await self.one("SELECT key_hash FROM api_keys WHERE id = ?", (key_id,))
+        await self.changed_entity("key", key_id, row[0] if row else None)
 
     async def audit(
         self,
@@ -287,24 +278,9 @@ class SQLiteStore:
 
     # -- data-plane index --------------------------------------------------------------------
 
-    def _auth_key(self, row: Sequence[Any], intern: _Interner) -> AuthKey:
-        return AuthKey(
-            id=row[0],
-            account_id=row[1],
-            key_hash=row[2],
-            key_prefix=row[3],
-            scopes=intern(row[4]) or (),
-            tool_pack_ids=intern(row[5]),
-            registered_user_ids=intern(row[6]),
-            is_test=bool(row[7]),
-            expires_at=row[8],
-            revoked=bool(row[9]),
-            parent_key_id=row[10],
-        )
-
-    async def snapshot(self) -> Snapshot:
-        """Every key and account, consistent as of one change-log position."""
-        intern = _Interner()
+    async def snapshot(self, sink: SnapshotSink) -> None:
+        """Every key and account, consistent as of one change-log position, streamed into
+        `sink` in batches."""
         conn = self._r
         try:
             await conn.execute("BEGIN")
@@ -312,22 +288,25 @@ class SQLiteStore:
                 async with conn.execute("SELECT coalesce(max(seq), 0) FROM changes") as cur:
                     row = await cur.fetchone()
                 seq = int(row[0]) if row else 0
-                async with conn.execute(f"SELECT {_AUTH_KEY_COLUMNS} FROM api_keys") as cur:
-                    keys = [self._auth_key(r, intern) for r in await cur.fetchall()]
                 async with conn.execute("SELECT id, status FROM accounts") as cur:
-                    accounts = [
-                        AuthAccount(id=r[0], active=r[1] == ACTIVE) for r in await cur.fetchall()
-                    ]
+                    accounts = [(r[0], r[1] == ACTIVE) for r in await cur.fetchall()]
+                grouped: dict[str, set[str]] = {}
+                async with conn.execute("SELECT account_id, origin FROM callback_origins") as cur:
+                    for r in await cur.fetchall():
+                        grouped.setdefault(r[0], set()).add(r[1])
+                sink.begin_load(accounts, {a: frozenset(o) for a, o in grouped.items()})
+                async with conn.execute(f"SELECT {_AUTH_KEY_COLUMNS} FROM api_keys") as cur:
+                    while batch := await cur.fetchmany(_SNAPSHOT_BATCH):
+                        sink.add_keys(cast(list[KeyRow], batch))
+                sink.end_load(seq)
             finally:
                 await conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read snapshot: {exc}") from exc
-        return Snapshot(seq=seq, keys=keys, accounts=accounts)
 
     async def changes_since(self, seq: int) -> ChangeSet | None:
         """Current rows of everything changed after `seq`; None when the log no longer
         reaches back that far and the caller must take a fresh snapshot."""
-        intern = _Interner()
         conn = self._r
         try:
             await conn.execute("BEGIN")
@@ -339,38 +318,47 @@ class SQLiteStore:
                 if row is not None and int(row[0]) > seq:
                     return None
                 async with conn.execute(
-                    "SELECT seq, entity, entity_id FROM changes WHERE seq > ? ORDER BY seq", (seq,)
+                    "SELECT seq, entity, entity_id, key_hash FROM changes WHERE seq > ?"
+                    " ORDER BY seq",
+                    (seq,),
                 ) as cur:
                     rows = list(await cur.fetchall())
                 if not rows:
-                    return ChangeSet(seq=seq, keys={}, accounts={})
-                key_ids = {r[2] for r in rows if r[1] == "key"}
-                account_ids = {r[2] for r in rows if r[1] == "account"}
-                origin_ids = sorted({r[2] for r in rows if r[1] == "origin"})
-                origins: dict[str, frozenset[str]] = {}
-                for account_id in origin_ids:
-                    async with conn.execute(
-                        "SELECT origin FROM callback_origins WHERE account_id = ?", (account_id,)
-                    ) as cur:
-                        origins[account_id] = frozenset(r[0] for r in await cur.fetchall())
-                keys: dict[str, AuthKey | None] = dict.fromkeys(key_ids)
-                accounts: dict[str, AuthAccount | None] = dict.fromkeys(account_ids)
-                for chunk in _chunks(sorted(key_ids), 500):
+                    return ChangeSet(seq=seq, keys={}, old_hashes={}, accounts={})
+                old_hashes: dict[str, set[bytes]] = {}
+                for r in rows:
+                    if r[1] == "key" and r[3] is not None:
+                        old_hashes.setdefault(r[2], set()).add(r[3])
+                key_ids = sorted({r[2] for r in rows if r[1] == "key"})
+                account_ids = sorted({r[2] for r in rows if r[1] == "account"})
+                keys: dict[str, KeyRow | None] = dict.fromkeys(key_ids)
+                accounts: dict[str, bool | None] = dict.fromkeys(account_ids)
+                for chunk in _chunks(key_ids, 500):
                     marks = ",".join("?" * len(chunk))
                     async with conn.execute(
                         f"SELECT {_AUTH_KEY_COLUMNS} FROM api_keys WHERE id IN ({marks})", chunk
                     ) as cur:
                         for r in await cur.fetchall():
-                            keys[r[0]] = self._auth_key(r, intern)
-                for chunk in _chunks(sorted(account_ids), 500):
+                            keys[r[0]] = cast(KeyRow, tuple(r))
+                for chunk in _chunks(account_ids, 500):
                     marks = ",".join("?" * len(chunk))
                     async with conn.execute(
                         f"SELECT id, status FROM accounts WHERE id IN ({marks})", chunk
                     ) as cur:
                         for r in await cur.fetchall():
-                            accounts[r[0]] = AuthAccount(id=r[0], active=r[1] == ACTIVE)
+                            accounts[r[0]] = r[1] == ACTIVE
+                origins: dict[str, frozenset[str]] = {}
+                for account_id in sorted({r[2] for r in rows if r[1] == "origin"}):
+                    async with conn.execute(
+                        "SELECT origin FROM callback_origins WHERE account_id = ?", (account_id,)
+                    ) as cur:
+                        origins[account_id] = frozenset(r[0] for r in await cur.fetchall())
                 return ChangeSet(
-                    seq=int(rows[-1][0]), keys=keys, accounts=accounts, origins=origins
+                    seq=int(rows[-1][0]),
+                    keys=keys,
+                    old_hashes=old_hashes,
+                    accounts=accounts,
+                    origins=origins,
                 )
             finally:
                 await conn.execute("COMMIT")
@@ -516,7 +504,7 @@ class SQLiteStore:
                 key.parent_key_id,
             ),
         )
-        await tx.changed_entity("key", key.id)
+        await tx.changed_entity("key", key.id, key.key_hash)
         await tx.audit(
             "key.created",
             account_id=key.account_id,
@@ -631,11 +619,11 @@ class SQLiteStore:
             if not diff:
                 return key
             assignments = ", ".join(f"{field} = ?" for field in diff)
+            await tx.key_changing(key_id)
             await tx.execute(
                 f"UPDATE api_keys SET {assignments}, updated_at = ? WHERE id = ?",
                 [*(changes[f] for f in diff), tx.now, key_id],
             )
-            await tx.changed_entity("key", key_id)
             await tx.audit(
                 "key.updated",
                 account_id=key.account_id,
@@ -654,12 +642,12 @@ class SQLiteStore:
             status = key.status(tx.now)
             if status != ACTIVE:
                 raise ConflictError(f"a {status} key cannot be regenerated", title="Key not active")
+            await tx.key_changing(key_id)
             await tx.execute(
                 "UPDATE api_keys SET key_hash = ?, key_prefix = ?, key_last4 = ?, updated_at = ?"
                 " WHERE id = ?",
                 (key_hash, key_prefix, key_last4, tx.now, key_id),
             )
-            await tx.changed_entity("key", key_id)
             await tx.audit(
                 "key.regenerated",
                 account_id=key.account_id,
@@ -681,11 +669,11 @@ class SQLiteStore:
         )
         for row in rows:
             child = _key_record(row)
+            await tx.key_changing(child.id)
             await tx.execute(
                 "UPDATE api_keys SET revoked_at = ?, updated_at = ? WHERE id = ?",
                 (tx.now, tx.now, child.id),
             )
-            await tx.changed_entity("key", child.id)
             await tx.audit(
                 "key.revoked",
                 account_id=child.account_id,
@@ -698,8 +686,8 @@ class SQLiteStore:
         async with self._write(actor) as tx:
             key = await self._locked_key(tx, key_id)
             await self._revoke_descendants(tx, key_id)
+            await tx.key_changing(key_id)
             await tx.execute("DELETE FROM api_keys WHERE id = ?", (key_id,))
-            await tx.changed_entity("key", key_id)
             await tx.audit(
                 "key.deleted",
                 account_id=key.account_id,
@@ -714,11 +702,11 @@ class SQLiteStore:
             key = await self._locked_key(tx, key_id)
             if key.revoked_at is not None:
                 return key
+            await tx.key_changing(key_id)
             await tx.execute(
                 "UPDATE api_keys SET revoked_at = ?, updated_at = ? WHERE id = ?",
                 (tx.now, tx.now, key_id),
             )
-            await tx.changed_entity("key", key_id)
             await tx.audit(
                 "key.revoked",
                 account_id=key.account_id,
