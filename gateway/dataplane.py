@@ -207,9 +207,8 @@ class DataPlane:
         if p is not None:
             fields["account_id"] = p.account.id
             fields["key_id"] = p.id
-            fields["key_prefix"] = p.key_prefix
             fields["environment"] = p.environment
-        elif ex.reason is not None:
+        if p is not None or ex.reason is not None:
             prefix = auth.presented_prefix(ex.head.authorization, self.prefix_len)
             if prefix is not None:
                 fields["key_prefix"] = prefix

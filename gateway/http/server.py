@@ -76,6 +76,8 @@ class HttpContext:
         self.trusted_proxies = limits.trusted_proxies
         self.tick_hooks: list[Callable[[float], None]] = []
         self._date_second = -1
+        self._rid_prefix = os.urandom(8).hex().encode()
+        self._rid_counter = 0
         self._ticker: asyncio.TimerHandle | None = None
         self._tick_every = 0.25
         self.tick()
@@ -116,7 +118,9 @@ class HttpContext:
             self.date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(second)).encode()
 
     def new_request_id(self) -> bytes:
-        return os.urandom(16).hex().encode()
+        """32 hex characters: a random per-process prefix and a counter (unique, no syscall)."""
+        self._rid_counter += 1
+        return self._rid_prefix + b"%016x" % self._rid_counter
 
 
 class Exchange:
@@ -447,6 +451,8 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "_active",
         "_advancing",
+        "_cork",
+        "_corked",
         "_head_bytes",
         "_headers",
         "_in_head",
@@ -484,6 +490,8 @@ class ClientConnection(asyncio.Protocol):
         self._queue: deque[Exchange] = deque()
         self._paused = 0
         self._advancing = False
+        self._cork: list[bytes] = []
+        self._corked = 0
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -535,6 +543,7 @@ class ClientConnection(asyncio.Protocol):
             if self._head_bytes > limits.max_header_size + limits.max_request_line:
                 self._reject(431, "head_too_large")
                 return
+        self.cork()
         try:
             self.parser.feed_data(data)
         except HttpParserCallbackError as exc:
@@ -548,6 +557,8 @@ class ClientConnection(asyncio.Protocol):
             pass  # the upgrade request was handled as a plain one; nothing after it is read
         except HttpParserError as exc:
             self._reject(400, "bad_request: " + str(exc))
+        finally:
+            self.uncork()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -623,12 +634,35 @@ class ClientConnection(asyncio.Protocol):
     # -- used by exchanges -------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None:
+        if self._corked:
+            self._cork.append(data)
+        elif self.transport is not None:
             self.transport.write(data)
 
     def writelines(self, data: tuple[bytes, bytes, bytes]) -> None:
-        if self.transport is not None:
+        if self._corked:
+            self._cork.extend(data)
+        elif self.transport is not None:
             self.transport.writelines(data)
+
+    def cork(self) -> None:
+        """Collect writes until `uncork`, so what one read produces leaves in one send
+        (a response head and its body, or a burst of pipelined answers)."""
+        self._corked += 1
+
+    def uncork(self) -> None:
+        self._corked -= 1
+        if self._corked or not self._cork:
+            return
+        parts, self._cork = self._cork, []
+        if self.transport is None:
+            return
+        if len(parts) == 1:
+            self.transport.write(parts[0])
+        elif sum(map(len, parts)) <= 65536:
+            self.transport.write(b"".join(parts))
+        else:
+            self.transport.writelines(parts)
 
     def pause(self, reason: int) -> None:
         if not self._paused and self.transport is not None:
@@ -644,11 +678,15 @@ class ClientConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closing = True
+        if self._cork and self.transport is not None:
+            parts, self._cork = self._cork, []
+            self.transport.writelines(parts)
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
         self.closing = True
+        self._cork = []
         if self.transport is not None:
             self.transport.abort()
 

@@ -92,16 +92,24 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_active = self.pool.ctx.clock
         self.response_seen = True
+        ex = self.exchange
+        if ex is None:  # bytes nobody asked for: this connection cannot be trusted any more
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        conn = ex.conn
+        conn.cork()
         try:
             self.parser.feed_data(data)
+            if self._head_done and self.exchange is not None and self.exchange.head_request:
+                # llhttp cannot be told a HEAD response has no body; the head is the reply.
+                reusable = self.parser.should_keep_alive()
+                self.parser = HttpResponseParser(self)
+                self._complete(reusable=reusable)
         except HttpParserError as exc:
             self._fail(502, "upstream_malformed: " + str(exc))
-            return
-        if self._head_done and self.exchange is not None and self.exchange.head_request:
-            # llhttp cannot be told a HEAD response has no body; the head is the whole reply.
-            reusable = self.parser.should_keep_alive()
-            self.parser = HttpResponseParser(self)
-            self._complete(reusable=reusable)
+        finally:
+            conn.uncork()
 
     def pause_writing(self) -> None:
         ex = self.exchange
