@@ -3,9 +3,10 @@ holding `management:all`, confined to the caller's account and environment.
 
 A key minted here must fit inside the key that asked for it (scopes, tool packs, registered
 users, expiry; null = unrestricted only under an unrestricted parent) and records it as
-`parent_key_id`. Keys the caller could not have minted itself it may read but not regenerate or
-revoke, so a narrow management key can never obtain a wider secret. Revoking (or deleting) a
-parent revokes every key minted under it, in the same transaction.
+`parent_key_id`. The caller may read every key of its account and environment, but regenerate
+or revoke only itself and the keys minted under it: a leaked management key can never take over
+(or lock out) a key it did not make, and revoking it revokes everything it made, in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ log = logging.getLogger("gateway.selfservice")
 PREFIX = (b"api", b"v1", b"access-keys")
 MANAGEMENT_SCOPE = "management:all"
 BODY_LIMIT = 64 * 1024
+MAX_LINEAGE = 64  # parent links followed when checking that a key descends from the caller
 JSON = [(b"Content-Type", b"application/json")]
 
 
@@ -100,21 +102,6 @@ def child_key_limits(
     if errors:
         raise ValidationError(errors)
     return {"scopes": scopes, "expires_at": expires_at, **lists}
-
-
-def fits_within(target: KeyRecord, caller: KeyEntry) -> str | None:
-    """Which of the target's permissions the caller lacks (so may not act on), or None."""
-    if any(s not in caller.scopes for s in target.scopes):
-        return "scopes"
-    for field in ("tool_pack_ids", "registered_user_ids"):
-        mine: tuple[str, ...] | None = getattr(caller, field)
-        theirs: tuple[str, ...] | None = getattr(target, field)
-        if mine is not None and (theirs is None or any(v not in mine for v in theirs)):
-            return field
-    limit = caller.expires_at
-    if limit != NEVER and (target.expires_at is None or target.expires_at > limit * 1_000_000):
-        return "expires_at"
-    return None
 
 
 class SelfService:
@@ -215,7 +202,7 @@ class SelfService:
     async def _list(self, ex: Exchange, caller: KeyEntry, _: str, body: bytes) -> tuple[int, Any]:
         query = _query(ex.query, {"limit", "cursor", "status"})
         limit_text = query.get("limit", "50")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 500:
+        if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 500:
             raise ValidationError([{"field": "limit", "message": "must be between 1 and 500"}])
         status = query.get("status")
         if status is not None and status not in ("active", "revoked", "expired"):
@@ -249,7 +236,7 @@ class SelfService:
             now_us=now,
             name=parsed.name,
             description=parsed.description,
-            created_by=parsed.created_by or f"key:{caller.id}",
+            created_by=f"key:{caller.id}",
             service_account_id=parsed.service_account_id,
             parent_key_id=caller.id,
             **limits,
@@ -260,17 +247,23 @@ class SelfService:
         return 201, key_out(record, now_us(), secret)
 
     async def _checked_target(self, caller: KeyEntry, key_id: str) -> KeyRecord:
+        """A key the caller may regenerate or revoke: itself or one minted under it."""
         target = await self._target(caller, key_id)
-        lacking = fits_within(target, caller)
-        if lacking is not None:
-            raise ProblemError(
-                f"The key's {lacking} reach beyond this key's own; a management key may only act "
-                "on keys it could have created itself.",
-                status=403,
-                title="Insufficient scope",
-                type="urn:gateway:problem:insufficient-scope",
+        record: KeyRecord | None = target
+        for _ in range(MAX_LINEAGE):
+            if record is None:
+                break
+            if record.id == caller.id:
+                return target
+            record = (
+                await self.store.get_key(record.parent_key_id) if record.parent_key_id else None
             )
-        return target
+        raise ProblemError(
+            "A management key may regenerate or revoke only itself and the keys minted under it.",
+            status=403,
+            title="Insufficient scope",
+            type="urn:gateway:problem:insufficient-scope",
+        )
 
     async def _regenerate(
         self, ex: Exchange, caller: KeyEntry, key_id: str, body: bytes

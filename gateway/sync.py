@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from gateway.index import KeyIndex
@@ -17,6 +18,7 @@ from gateway.store.base import Store
 from gateway.store.revision import RevisionCounter
 
 log = logging.getLogger("gateway.sync")
+RETRY_DELAY = 0.1  # seconds between refresh attempts while the store cannot be read
 
 
 class IndexSync:
@@ -29,6 +31,7 @@ class IndexSync:
         self._task: asyncio.Task[None] | None = None
         self._waiters: list[Callable[[], None]] = []
         self.failures = 0
+        self._retry_at = 0.0
 
     async def load(self) -> None:
         """Full snapshot (start-up, or when the change log no longer reaches back far enough)."""
@@ -36,7 +39,11 @@ class IndexSync:
         await self.store.snapshot(self.index)
 
     def stale(self) -> bool:
-        return self._read() != self.seen
+        if self._read() == self.seen:
+            return False
+        # After a failed refresh, requests go on from memory for RETRY_DELAY, then the next
+        # one tries again: the store being unreadable must not take the data plane down.
+        return not self.failures or time.monotonic() >= self._retry_at
 
     def when_fresh(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the index has caught up with the revision counter."""
@@ -69,10 +76,9 @@ class IndexSync:
                     break
             self.failures = 0
         except Exception as exc:
-            # Keep serving from memory rather than refusing everyone; retry on the next poll.
             self.failures += 1
-            self.seen = self._read()
-            log.error("key index refresh failed (serving from memory): %s", exc)
+            self._retry_at = time.monotonic() + RETRY_DELAY
+            log.error("key index refresh failed (serving from memory, retrying): %s", exc)
         finally:
             self._task = None
             waiters, self._waiters = self._waiters, []
@@ -90,5 +96,5 @@ class IndexSync:
             except Exception as exc:
                 log.warning("change-log poll failed: %s", exc)
                 continue
-            if latest != self.index.seq or self.failures:
+            if latest != self.index.seq:
                 await self.refresh()

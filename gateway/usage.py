@@ -47,11 +47,14 @@ class UsageRecorder:
         try:
             await self.store.record_usage(rows)
             self.last_flush_ok = time.time()
-        except Exception as exc:
-            log.warning("usage flush failed, will retry: %s", exc)
+        except BaseException as exc:  # cancelled at shutdown too: the final flush retries it
+            if not isinstance(exc, asyncio.CancelledError):
+                log.warning("usage flush failed, will retry: %s", exc)
             for key_id, value in batch.items():  # newer uses recorded meanwhile win
                 self._pending.setdefault(key_id, value)
-            self.oldest_pending = min(oldest, self.oldest_pending) if self._pending else 0.0
+            self.oldest_pending = min(oldest, self.oldest_pending) if self._pending else oldest
+            if not isinstance(exc, Exception):
+                raise
 
     async def run_forever(self) -> None:
         while True:

@@ -404,3 +404,53 @@ async def test_non_json_content_type_is_415(gw: Running) -> None:
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert status == 415 and problem["status"] == 415
+
+
+async def test_revocation_holds_on_the_next_request_while_admin_reads_run_concurrently(
+    gw: Running,
+) -> None:
+    """The index refresh must never read an older snapshot because an admin read is in flight."""
+    account = await gw.account(provision_production_key=False)
+    for _ in range(100):
+        await gw.key(account["id"], is_test=True)
+    stop = asyncio.Event()
+
+    async def lister() -> None:
+        while not stop.is_set():
+            await gw.admin("GET", "/admin/v1/keys", params={"limit": "500"})
+
+    readers = [asyncio.create_task(lister()) for _ in range(4)]
+    keys = [await gw.key(account["id"]) for _ in range(60)]
+    leaked = stale = 0
+    try:
+        for key in keys:
+            assert await data_status(gw, key["key"]) == 200
+            status, _ = await gw.admin("POST", f"/admin/v1/keys/{key['id']}/revoke")
+            assert status == 200
+            leaked += await data_status(gw, key["key"]) == 200
+            status, got = await gw.admin("GET", f"/admin/v1/keys/{key['id']}")
+            stale += got["status"] != "revoked"
+    finally:
+        stop.set()
+        await asyncio.gather(*readers)
+    assert (leaked, stale) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "body"),
+    [
+        ("/admin/v1/keys", {"cursor": "WzE4NDQ2NzQ0MDczNzA5NTUxNjE1LCJ4Il0"}, None),
+        ("/admin/v1/accounts", {"limit": "²"}, None),
+        ("/admin/v1/audit", {"cursor": "WzE4NDQ2NzQ0MDczNzA5NTUxNjE1XQ"}, None),
+        ("/admin/v1/keys", None, {"expires_at": "9999-12-31T23:59:59-10:00"}),
+    ],
+)
+async def test_edge_values_are_400_not_500(
+    gw: Running, path: str, params: dict | None, body: dict | None
+) -> None:
+    if body is not None:
+        account = await gw.account(provision_production_key=False)
+        status, problem = await gw.admin("POST", path, json={"account_id": account["id"], **body})
+    else:
+        status, problem = await gw.admin("GET", path, params=params)
+    assert status == 400, problem

@@ -313,3 +313,31 @@ async def test_gateway_demo_lets_the_key_through_and_refuses_without_it(
             assert await resp.text() == "Unauthorized"
     proc.send_signal(signal.SIGINT)
     assert await asyncio.get_running_loop().run_in_executor(None, proc.wait, 15) == 0
+
+
+async def test_callback_origins_survive_a_restart(tmp_path: Path, upstream: TestServer) -> None:
+    p = Proc(
+        tmp_path,
+        str(upstream.make_url("")).rstrip("/"),
+        extra='\n[[routes]]\npath = "/oauth/authorize"\ncallback_param = "redirect_uri"\n',
+    )
+    p.start()
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    url = "/oauth/authorize?redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb"
+    async with aiohttp.ClientSession() as session:
+        key = await p.mint(session)
+        async with session.post(
+            p.admin_url + f"/admin/v1/accounts/{key['account_id']}/callback-origins",
+            json={"origin": "app.example.com"},
+            headers=headers,
+        ) as resp:
+            assert resp.status == 201
+        async with session.get(p.url + url, headers=bearer(key["key"])) as resp:
+            assert resp.status == 200
+        assert p.process.stop() == 0
+        p.start()
+        try:
+            async with session.get(p.url + url, headers=bearer(key["key"])) as resp:
+                assert resp.status == 200
+        finally:
+            p.process.stop()

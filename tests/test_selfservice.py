@@ -98,6 +98,7 @@ async def test_narrower_children_are_allowed(gw: Running, manager: dict) -> None
         ({"account_id": "another"}, "account_id"),
         ({"is_test": True}, "is_test"),
         ({"parent_key_id": "x"}, "parent_key_id"),
+        ({"created_by": "admin"}, "created_by"),
     ],
 )
 async def test_a_child_wider_than_its_parent_is_400_naming_the_field(
@@ -180,12 +181,40 @@ async def test_regenerate_and_revoke_a_child(gw: Running, manager: dict) -> None
     }
 
 
-async def test_a_narrow_manager_cannot_take_over_a_wider_key(gw: Running, manager: dict) -> None:
+async def test_a_manager_acts_only_on_itself_and_the_keys_minted_under_it(
+    gw: Running, manager: dict
+) -> None:
     wide = await gw.key(manager["account_id"], expires_at=None)  # unrestricted, never expires
-    for action in ("regenerate", "revoke"):
-        status, problem = await call(gw, manager["key"], "POST", f"{BASE}/{wide['id']}/{action}")
-        assert status == 403, action
+    narrow = await gw.key(
+        manager["account_id"], scopes=["runtime:all"], tool_pack_ids=["tp1"], expires_in=600
+    )
+    _, child = await call(gw, manager["key"], "POST", BASE, json={})
+    _, sibling = await call(gw, manager["key"], "POST", BASE, json={})
+    for target in (wide, narrow):
+        for action in ("regenerate", "revoke"):
+            status, problem = await call(
+                gw, manager["key"], "POST", f"{BASE}/{target['id']}/{action}"
+            )
+            assert status == 403, (target["name"], action)
+    for action in ("regenerate", "revoke"):  # a child may not touch its sibling or its parent
+        for target in (sibling, manager):
+            status, _ = await call(gw, child["key"], "POST", f"{BASE}/{target['id']}/{action}")
+            assert status == 403
     assert await auth_status(gw, wide["key"]) == 200
+    assert await auth_status(gw, narrow["key"]) == 200
+    status, rotated = await call(gw, manager["key"], "POST", f"{BASE}/{manager['id']}/regenerate")
+    assert status == 200  # itself: yes
+    assert await auth_status(gw, manager["key"]) == 401
+    assert await auth_status(gw, rotated["key"]) == 200
+
+
+async def test_a_leaked_manager_cannot_keep_access_through_the_production_key(gw: Running) -> None:
+    account = await gw.account()
+    production = account["production_key"]
+    manager = await gw.key(account["id"], scopes=["management:all", "runtime:all"])
+    status, _ = await call(gw, manager["key"], "POST", f"{BASE}/{production['id']}/regenerate")
+    assert status == 403
+    assert await auth_status(gw, production["key"]) == 200
 
 
 async def test_revoking_a_parent_revokes_its_descendants_but_regenerating_it_does_not(

@@ -107,6 +107,7 @@ def build_openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
             op["responses"][str(status)] = {"description": _ERRORS[status], "content": problem}
         if r.body is not None:
             op["responses"].setdefault("400", {"description": _ERRORS[400], "content": problem})
+            op["responses"]["413"] = {"description": "Body larger than 1 MiB", "content": problem}
             op["responses"]["415"] = {"description": "Body is not JSON", "content": problem}
         op["responses"]["503"] = {"description": "The key store is unavailable", "content": problem}
         paths.setdefault(r.path, {})[r.method.lower()] = op

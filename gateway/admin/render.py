@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.admin.schemas import AccountOut, AuditOut, KeyOut, OriginOut
+from gateway.admin.schemas import AccountOut, AuditOut, KeyCreated, KeyOut, OriginOut
 from gateway.keys import mask
 from gateway.store.records import Account, AuditEntry, KeyRecord
 from gateway.timeutil import to_rfc3339
 
 
 def key_out(record: KeyRecord, now_us: int, plaintext: str | None = None) -> dict[str, Any]:
-    return KeyOut(
+    model: type[KeyOut] = KeyOut if plaintext is None else KeyCreated
+    return model(
         id=record.id,
         account_id=record.account_id,
         name=record.name,

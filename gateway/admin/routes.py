@@ -19,6 +19,7 @@ from gateway.admin.schemas import (
     AuditList,
     Health,
     KeyCreate,
+    KeyCreated,
     KeyList,
     KeyOut,
     KeyUpdate,
@@ -148,7 +149,7 @@ def api_routes(openapi: Handler, metrics: Handler) -> tuple[Route, ...]:
             "keys",
             body=KeyCreate,
             status=201,
-            response=KeyOut,
+            response=KeyCreated,
             errors=(400, 404, 409),
         ),
         Route(
@@ -179,7 +180,7 @@ def api_routes(openapi: Handler, metrics: Handler) -> tuple[Route, ...]:
             keys.regenerate_key,
             "New secret for the same key; the old one stops working at once",
             "keys",
-            response=KeyOut,
+            response=KeyCreated,
             errors=(404, 409),
         ),
         Route(

@@ -17,13 +17,18 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 LIST_ITEM_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 
 
+LATEST = 253402300799 * 1_000_000  # 9999-12-31T23:59:59Z
+
+
 def _rfc3339(value: str) -> str:
     try:
-        parse_rfc3339(value)
+        at = parse_rfc3339(value)
     except ValueError:
         raise ValueError(
             "must be an RFC 3339 timestamp with a time zone, e.g. 2030-01-31T12:00:00Z"
         ) from None
+    if at > LATEST:
+        raise ValueError("must not be after 9999-12-31T23:59:59Z")
     return value
 
 
@@ -78,7 +83,6 @@ class ChildKeyCreate(Body):
     registered_user_ids: list[ListItem] | None = Field(default=None, max_length=1000)
     expires_at: Rfc3339 | None = None
     expires_in: int | None = Field(default=None, ge=60, le=100 * 365 * 86400)
-    created_by: str | None = Field(default=None, max_length=255)
     service_account_id: str | None = Field(default=None, max_length=255)
 
 
@@ -121,13 +125,19 @@ class KeyOut(Out):
     revoked_at: str | None
 
 
+class KeyCreated(KeyOut):
+    """A key object in the one answer that carries its plaintext (create, regenerate)."""
+
+    key: str = Field(description="The plaintext key: shown once, never stored")
+
+
 class AccountOut(Out):
     id: str
     name: str
     status: Literal["active", "deactivated"]
     created_at: str
     updated_at: str
-    production_key: KeyOut | None = Field(
+    production_key: KeyCreated | None = Field(
         default=None, description="Only in the create answer, when a key was provisioned"
     )
 

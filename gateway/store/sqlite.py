@@ -72,6 +72,7 @@ def decode_cursor(cursor: str, shape: Sequence[type]) -> list[Any]:
         not isinstance(parts, list)
         or len(parts) != len(shape)
         or not all(type(p) is t for p, t in zip(parts, shape, strict=True))
+        or any(isinstance(p, int) and not -(2**63) <= p < 2**63 for p in parts)
     ):
         raise ValidationError([{"field": "cursor", "message": "invalid cursor"}])
     return parts
@@ -177,7 +178,9 @@ class SQLiteStore:
         self.path = path
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._index_reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._index_lock = asyncio.Lock()
         self.revision: RevisionCounter | None = None
 
     # -- life cycle --------------------------------------------------------------------------
@@ -188,6 +191,7 @@ class SQLiteStore:
             self._writer = await self._connect()
             await self._migrate(self._writer)
             self._reader = await self._connect()
+            self._index_reader = await self._connect()
         except sqlite3.Error as exc:
             await self.close()
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
@@ -221,10 +225,10 @@ class SQLiteStore:
             )
 
     async def close(self) -> None:
-        for conn in (self._reader, self._writer):
+        for conn in (self._index_reader, self._reader, self._writer):
             if conn is not None:
                 await conn.close()
-        self._reader = self._writer = None
+        self._index_reader = self._reader = self._writer = None
         if self.revision is not None:
             self.revision.close()
             self.revision = None
@@ -264,24 +268,47 @@ class SQLiteStore:
             tx = _Tx(conn, actor)
             try:
                 yield tx
-                await conn.execute("COMMIT")
             except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    await asyncio.shield(conn.execute("ROLLBACK"))
+                await self._rollback(conn)
                 if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
                     raise ConflictError("a concurrent change created the same record") from exc
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"store write failed: {exc}") from exc
                 raise
-            if tx.changed:
-                self.revision.bump()
+            try:
+                # Shielded: once COMMIT is sent it lands even if this task is cancelled, and
+                # the bump below must then still happen. A bump without a change is harmless.
+                await asyncio.shield(asyncio.ensure_future(conn.execute("COMMIT")))
+            except sqlite3.Error as exc:
+                await self._rollback(conn)
+                raise StoreError(f"store write failed: {exc}") from exc
+            finally:
+                if tx.changed:
+                    self.revision.bump()
+
+    @staticmethod
+    async def _rollback(conn: aiosqlite.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            await asyncio.shield(asyncio.ensure_future(conn.execute("ROLLBACK")))
 
     # -- data-plane index --------------------------------------------------------------------
+
+    @property
+    def _ir(self) -> aiosqlite.Connection:
+        """The index's own connection: its read transactions never interleave with admin
+        reads (which would see, or make it see, an older snapshot)."""
+        if self._index_reader is None:
+            raise StoreError("store is not open")
+        return self._index_reader
 
     async def snapshot(self, sink: SnapshotSink) -> None:
         """Every key and account, consistent as of one change-log position, streamed into
         `sink` in batches."""
-        conn = self._r
+        async with self._index_lock:
+            await self._snapshot(sink)
+
+    async def _snapshot(self, sink: SnapshotSink) -> None:
+        conn = self._ir
         try:
             await conn.execute("BEGIN")
             try:
@@ -307,7 +334,11 @@ class SQLiteStore:
     async def changes_since(self, seq: int) -> ChangeSet | None:
         """Current rows of everything changed after `seq`; None when the log no longer
         reaches back that far and the caller must take a fresh snapshot."""
-        conn = self._r
+        async with self._index_lock:
+            return await self._changes_since(seq)
+
+    async def _changes_since(self, seq: int) -> ChangeSet | None:
+        conn = self._ir
         try:
             await conn.execute("BEGIN")
             try:
@@ -366,7 +397,12 @@ class SQLiteStore:
             raise StoreError(f"cannot read change log: {exc}") from exc
 
     async def latest_change(self) -> int:
-        row = await self._one("SELECT coalesce(max(seq), 0) FROM changes")
+        async with self._index_lock:
+            try:
+                async with self._ir.execute("SELECT coalesce(max(seq), 0) FROM changes") as cur:
+                    row = await cur.fetchone()
+            except sqlite3.Error as exc:
+                raise StoreError(f"store read failed: {exc}") from exc
         return int(row[0]) if row else 0
 
     async def prune_changes(self, older_than_us: int) -> int:
