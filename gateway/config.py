@@ -37,6 +37,8 @@ class ServerSettings:
     max_headers: int = 100
     max_body_size: int = 0
     header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    send_timeout: float = 60.0
     keepalive_timeout: float = 75.0
     max_connections: int = 10000
     shutdown_timeout: float = 30.0
@@ -72,7 +74,7 @@ class UpstreamSettings:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     pool_size: int = 128
-    pool_idle_timeout: float = 30.0
+    pool_idle_timeout: float = 4.0
     preserve_host: bool = False
 
 
@@ -291,6 +293,8 @@ def _server(sec: _Section) -> ServerSettings:
         max_headers=sec.integer("max_headers", 100, minimum=8),
         max_body_size=sec.integer("max_body_size", 0),
         header_timeout=sec.number("header_timeout", 10.0, positive=True),
+        body_timeout=sec.number("body_timeout", 60.0, positive=True),
+        send_timeout=sec.number("send_timeout", 60.0, positive=True),
         keepalive_timeout=sec.number("keepalive_timeout", 75.0, positive=True),
         max_connections=sec.integer("max_connections", 10000, minimum=1),
         shutdown_timeout=sec.number("shutdown_timeout", 30.0),
@@ -320,7 +324,7 @@ def _upstream(sec: _Section) -> UpstreamSettings:
         connect_timeout=sec.number("connect_timeout", 5.0, positive=True),
         read_timeout=sec.number("read_timeout", 60.0, positive=True),
         pool_size=sec.integer("pool_size", 128),
-        pool_idle_timeout=sec.number("pool_idle_timeout", 30.0, positive=True),
+        pool_idle_timeout=sec.number("pool_idle_timeout", 4.0, positive=True),
         preserve_host=sec.boolean("preserve_host", False),
     )
     sec.finish()
@@ -421,7 +425,8 @@ def _routes(source: str, data: Any, keys: KeySettings) -> tuple[Route, ...]:
             bad = [m for m in v if not _METHOD.fullmatch(m)]
             if bad:
                 raise ValueError(f'{bad[0]!r} is not an HTTP method (upper case, e.g. "GET")')
-            return frozenset(v)
+            # Upstream frameworks answer HEAD with their GET handler: guard it like GET.
+            return frozenset(v) | ({"HEAD"} if "GET" in v else set())
 
         def scopes(v: Any) -> tuple[str, ...]:
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):

@@ -107,6 +107,32 @@ def normalise(raw_path: bytes, *, split_encoded_slashes: bool = False) -> list[b
 
 
 _AMBIGUOUS = re.compile(rb"%2[fF]|%5[cC]|\\")
+_SEPARATORS = re.compile(rb"/|%2[fF]|%5[cC]|\\")
+_DOTS = frozenset(
+    {
+        b".",
+        b"..",
+        b"%2e",
+        b"%2E",
+        b".%2e",
+        b".%2E",
+        b"%2e.",
+        b"%2E.",
+        b"%2e%2e",
+        b"%2E%2E",
+        b"%2e%2E",
+        b"%2E%2e",
+    }
+)
+
+
+def has_dot_segments(raw_path: bytes) -> bool:
+    """A `.` or `..` segment in any spelling (`%2e`, behind `%2F` or a backslash). Matching
+    sees a path with them resolved but the upstream gets the raw bytes, and may resolve them
+    differently, so such requests are refused rather than guessed at."""
+    if b"." not in raw_path and b"%2" not in raw_path:
+        return False
+    return any(part in _DOTS for part in _SEPARATORS.split(raw_path))
 
 
 class RouteTable:
@@ -141,6 +167,8 @@ class RouteTable:
         readings = [self._first(method, normalise(raw_path))]
         if (b"%" in raw_path or b"\\" in raw_path) and _AMBIGUOUS.search(raw_path):
             readings.append(self._first(method, normalise(raw_path, split_encoded_slashes=True)))
+        if b"//" in raw_path:  # an upstream may not merge slashes: read them as empty segments
+            readings.append(self._first(method, raw_path.split(b"/")[1:]))
         out: list[tuple[Route, dict[str, bytes]]] = []
         for found in readings:
             item = found if found is not None else UNMATCHED

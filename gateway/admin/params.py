@@ -50,7 +50,7 @@ def parse_query(request: web.Request, params: tuple[Param, ...]) -> dict[str, ob
 
 def _convert(param: Param, raw: str) -> object:
     if param.kind == "integer":
-        if not raw.isdigit() or len(raw) > 9:
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
             raise ValueError("must be a positive integer")
         value = int(raw)
         if param is LIMIT and not 1 <= value <= MAX_LIMIT:

@@ -37,6 +37,7 @@ from gateway.http.wire import (
 )
 from gateway.http.wire import REASONS as _REASONS
 from gateway.index import KeyEntry
+from gateway.routes import has_dot_segments
 
 if TYPE_CHECKING:
     from gateway.http.upstream import UpstreamConnection, UpstreamPool
@@ -48,6 +49,10 @@ PAUSE_PIPELINE = 1  # a previous request's response is still in progress
 PAUSE_BODY = 2  # the upstream is not connected yet and the buffered body is large
 PAUSE_UPSTREAM = 4  # the upstream's socket buffer is full
 PAUSE_DISPATCH = 8  # dispatch is waiting (e.g. for the key index to catch up)
+PAUSE_WRITE = 16  # the client is not reading what we write: read no further requests from it
+PAUSE_NONE = 0
+# A read's worth of slack over the head limits for the coarse guard in data_received.
+HEAD_GUARD_SLACK = 256 * 1024
 
 BODY_BUFFER_LIMIT = 256 * 1024
 DISCARD_LIMIT = 1024 * 1024  # request body bytes read and dropped after an early response
@@ -99,8 +104,7 @@ class HttpContext:
             self.tick()
             now = self.clock
             for conn in list(self.connections):
-                if conn.deadline and now >= conn.deadline:
-                    conn.on_deadline()
+                conn.check(now)
             for up in list(self.busy_upstreams):
                 up.check_idle(now)
             for hook in self.tick_hooks:
@@ -230,6 +234,8 @@ class Exchange:
 
     def on_request_end(self) -> None:
         self.request_done = True
+        if self.conn.write_paused:
+            self.conn.pause(PAUSE_WRITE)  # further bytes can only be new requests
         if self.discarding:
             if self.response_done:
                 self.conn.exchange_finished(self)
@@ -283,6 +289,8 @@ class Exchange:
     def attach(self, up: UpstreamConnection) -> None:
         """Called by the pool when `up` has taken this exchange and written its head."""
         self.upstream = up
+        if self.conn.write_paused:
+            up.pause_reading()
         parts = self.body_parts
         if parts:
             self.body_parts = []
@@ -453,16 +461,21 @@ class ClientConnection(asyncio.Protocol):
         "_advancing",
         "_cork",
         "_corked",
+        "_fresh",
         "_head_bytes",
+        "_head_size",
+        "_head_started",
         "_headers",
+        "_idle_since",
         "_in_head",
+        "_last_read",
         "_paused",
         "_queue",
         "_reading",
         "_url",
+        "_write_paused_since",
         "closing",
         "ctx",
-        "deadline",
         "parser",
         "peer",
         "peer_bytes",
@@ -479,12 +492,18 @@ class ClientConnection(asyncio.Protocol):
         self.peer_bytes = b""
         self.trusted = False
         self.closing = False
-        self.deadline = 0.0
         self.write_paused = False
+        now = ctx.clock
+        self._fresh = True  # no request yet: the idle limit is header_timeout, not keep-alive
+        self._idle_since = now
+        self._head_started = now
+        self._last_read = now
+        self._write_paused_since = now
         self._url = b""
         self._headers: list[Header] = []
         self._in_head = False
         self._head_bytes = 0
+        self._head_size = 0
         self._reading: Exchange | None = None
         self._active: Exchange | None = None
         self._queue: deque[Exchange] = deque()
@@ -517,12 +536,10 @@ class ClientConnection(asyncio.Protocol):
             transport.close()
             return
         ctx.connections.add(self)
-        self.deadline = ctx.clock + ctx.limits.header_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ctx.connections.discard(self)
         self.closing = True
-        self.deadline = 0.0
         ex = self._active
         self._active = None
         self._queue.clear()
@@ -537,15 +554,21 @@ class ClientConnection(asyncio.Protocol):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
-        if self._in_head:
-            self._head_bytes += len(data)
-            limits = self.ctx.limits
-            if self._head_bytes > limits.max_header_size + limits.max_request_line:
-                self._reject(431, "head_too_large")
-                return
+        self._last_read = self.ctx.clock
+        was_in_head = self._in_head
         self.cork()
         try:
             self.parser.feed_data(data)
+            if self._in_head:
+                # Still inside a head: bound what the parser holds while a header is partial
+                # (the exact limits are checked per header as each one completes).
+                self._head_bytes = self._head_bytes + len(data) if was_in_head else len(data)
+                limits = self.ctx.limits
+                if (
+                    self._head_bytes
+                    > limits.max_header_size + limits.max_request_line + HEAD_GUARD_SLACK
+                ):
+                    self._reject(431, "head_too_large")
         except HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _Rejected):
@@ -562,15 +585,19 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self._write_paused_since = self.ctx.clock
         ex = self._active
         if ex is not None and ex.upstream is not None:
             ex.upstream.pause_reading()
+        if ex is None or ex.request_done:
+            self.pause(PAUSE_WRITE)  # a body still uploading keeps flowing to its upstream
 
     def resume_writing(self) -> None:
         self.write_paused = False
         ex = self._active
         if ex is not None and ex.upstream is not None:
             ex.upstream.resume_reading()
+        self.resume(PAUSE_WRITE)
 
     # -- httptools callbacks -----------------------------------------------------------------
 
@@ -578,8 +605,10 @@ class ClientConnection(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._in_head = True
+        self._fresh = False
         self._head_bytes = 0
-        self.deadline = self.ctx.clock + self.ctx.limits.header_timeout
+        self._head_size = 0
+        self._head_started = self.ctx.clock
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -590,23 +619,31 @@ class ClientConnection(asyncio.Protocol):
         headers = self._headers
         headers.append((name, value))
         limits = self.ctx.limits
+        self._head_size += len(name) + len(value) + 4
         if len(headers) > limits.max_headers:
             raise _Rejected(431, "too_many_headers")
-        if len(name) + len(value) > limits.max_header_size:
-            raise _Rejected(431, "header_too_large")
+        if self._head_size > limits.max_header_size:
+            raise _Rejected(431, "headers_too_large")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self.deadline = 0.0
         url = self._url
         if not url.startswith(b"/"):
             raise _Rejected(400, "request_target_not_origin_form")
+        if b"#" in url:
+            raise _Rejected(400, "fragment_in_request_target")
+        q = url.find(b"?")
+        if has_dot_segments(url if q < 0 else url[:q]):
+            raise _Rejected(400, "dot_segment_in_path")
         parser = self.parser
         http11 = parser.get_http_version() == "1.1"
         try:
             head = scan_request(self._headers, http11)
         except BadRequest as exc:
             raise _Rejected(exc.status, exc.reason) from None
+        limit = self.ctx.limits.max_body_size
+        if limit and head.content_length is not None and head.content_length > limit:
+            raise _Rejected(413, "body_too_large")
         request_id = head.request_id or self.ctx.new_request_id()
         keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
         ex = Exchange(self, parser.get_method(), url, http11, keep_alive, head, request_id)
@@ -705,32 +742,73 @@ class ClientConnection(asyncio.Protocol):
             while self._active is None and self._queue and not self.closing:
                 nxt = self._queue.popleft()
                 self._active = nxt
+                if self.write_paused and nxt.request_done:
+                    self.pause(PAUSE_WRITE)
                 self.ctx.handler.dispatch(nxt)
         finally:
             self._advancing = False
-        if self._active is None and not self.closing:
-            self.resume(PAUSE_PIPELINE)
+        if self.is_closing():  # a dispatch above may have closed it
+            return
+        if not self._queue:
+            self.resume(PAUSE_PIPELINE)  # also when the next one still needs its body
+        if self._active is None:
             if self.ctx.draining:
                 self.close()
-            elif not self._in_head:
-                self.deadline = self.ctx.clock + self.ctx.limits.keepalive_timeout
+            else:
+                self._idle_since = self.ctx.clock
+
+    def is_closing(self) -> bool:
+        return self.closing
 
     def is_idle(self) -> bool:
         return self._active is None and not self._in_head
 
-    def on_deadline(self) -> None:
-        """The head did not arrive in time, or the keep-alive connection sat idle too long."""
-        self.deadline = 0.0
-        if self._in_head and self._active is None:
-            self._reject(408, "header_timeout")
-        elif self._active is None:
+    def check(self, now: float) -> None:
+        """Ticker: the timeouts of this connection, whatever phase it is in."""
+        limits = self.ctx.limits
+        if self.write_paused and now - self._write_paused_since >= limits.send_timeout:
+            reason = "send_timeout"  # the client stopped reading what we send
+            if self._active is not None:
+                self._active.reason = reason
+            self.abort()
+            return
+        if self._in_head:
+            if now - self._head_started >= limits.header_timeout:
+                if self._active is None:
+                    self._reject(408, "header_timeout")
+                else:  # a pipelined head dawdles behind a long response: no more requests
+                    self.closing = True
+                    self.pause(PAUSE_PIPELINE)
+            return
+        active = self._active
+        if active is None:
+            idle_limit = limits.header_timeout if self._fresh else limits.keepalive_timeout
+            if now - self._idle_since >= idle_limit:
+                self.close()
+            return
+        reading = self._reading
+        waiting_on_us = self._paused & ~PAUSE_NONE  # any pause of ours: not the client's fault
+        if (
+            reading is not None
+            and not waiting_on_us
+            and now - self._last_read >= limits.body_timeout
+        ):
+            reading.reason = "body_timeout"
+            if reading is active and not active.response_started:
+                if active.upstream is not None:
+                    active.upstream.abandon()
+                    active.upstream = None
+                active.close_after = True
+                active.request_done = True
+                active.respond_problem(408, "The request body stopped arriving.", None)
             self.close()
 
     def drain(self) -> None:
         """Graceful shutdown: finish what is in flight, accept no further requests."""
         if self.is_idle():
             self.close()
-        # a busy connection closes after its response (`Connection: close` via `closing`)
+        else:
+            self.closing = True  # the response in flight says `Connection: close`, then we close
 
     def _reject(self, status: int, reason: str) -> None:
         """Answer a protocol-level error and close: the connection's framing is not trusted."""

@@ -23,7 +23,7 @@ from gateway.http.server import PAUSE_UPSTREAM
 from gateway.http.wire import Header, scan_response
 
 if TYPE_CHECKING:
-    from gateway.http.server import Exchange, HttpContext
+    from gateway.http.server import ClientConnection, Exchange, HttpContext
 
 log = logging.getLogger("gateway.upstream")
 
@@ -33,11 +33,15 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_body_waiting",
+        "_finished",
         "_head_done",
         "_headers",
         "_interim",
+        "_paused_conn",
         "_reason",
+        "_trailing",
         "exchange",
+        "idle_limit",
         "idle_since",
         "last_active",
         "parser",
@@ -67,6 +71,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._interim = False
         self._head_done = False
         self._body_waiting = False
+        self._finished: bool | None = None  # set (to "reusable") when a response completes
+        self._trailing = False  # bytes after a complete response: the connection is spent
+        self._paused_conn: ClientConnection | None = None
+        self.idle_limit = pool.settings.pool_idle_timeout
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -79,11 +87,13 @@ class UpstreamConnection(asyncio.Protocol):
         ex = self.exchange
         if ex is None:
             return
-        if self._head_done and self._body_waiting and not self._interim:
-            # A response without Content-Length or chunking ends when the connection does.
+        if exc is None and self._head_done and self._body_waiting and not self._interim:
+            # A response without Content-Length or chunking ends when the connection closes
+            # cleanly; a reset is a truncation, handled as an error below.
             self._complete(reusable=False)
             return
         self.exchange = None
+        self._release_client()
         self.pool.ctx.busy_upstreams.discard(self)
         if not self.response_seen and self.reused and self.pool.retry(ex, self):
             return
@@ -101,29 +111,44 @@ class UpstreamConnection(asyncio.Protocol):
         conn.cork()
         try:
             self.parser.feed_data(data)
-            if self._head_done and self.exchange is not None and self.exchange.head_request:
+            if self._head_done and ex.head_request and self._finished is None:
                 # llhttp cannot be told a HEAD response has no body; the head is the reply.
-                reusable = self.parser.should_keep_alive()
+                self._finished = self.parser.should_keep_alive()
                 self.parser = HttpResponseParser(self)
-                self._complete(reusable=reusable)
         except HttpParserError as exc:
-            self._fail(502, "upstream_malformed: " + str(exc))
+            if self._finished is None:
+                self._fail(502, "upstream_malformed: " + str(exc))
+                return
+            self._trailing = True  # garbage after a complete response
         finally:
+            # Completion waits until this read is parsed: the connection goes back to the
+            # pool only if nothing followed the response, and never mid-parse.
+            if self._finished is not None:
+                reusable = self._finished and not self._trailing
+                self._finished = None
+                self._complete(reusable=reusable)
             conn.uncork()
 
     def pause_writing(self) -> None:
         ex = self.exchange
         if ex is not None:
+            self._paused_conn = ex.conn
             ex.conn.pause(PAUSE_UPSTREAM)
 
     def resume_writing(self) -> None:
-        ex = self.exchange
-        if ex is not None:
-            ex.conn.resume(PAUSE_UPSTREAM)
+        self._release_client()
+
+    def _release_client(self) -> None:
+        conn = self._paused_conn
+        if conn is not None:
+            self._paused_conn = None
+            conn.resume(PAUSE_UPSTREAM)
 
     # -- httptools callbacks -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._finished is not None:
+            self._trailing = True  # a second response to one request
         self._headers = []
         self._head_done = False
 
@@ -146,6 +171,8 @@ class UpstreamConnection(asyncio.Protocol):
         response = scan_response(self._headers)
         self._headers = []
         self._head_done = True
+        if response.keepalive_timeout is not None:
+            self.idle_limit = min(self.pool.settings.pool_idle_timeout, response.keepalive_timeout)
         self._body_waiting = response.content_length is None and not response.chunked
         ex.on_response_head(status, self._reason, response)
 
@@ -159,7 +186,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._interim = False
             return
         if self.exchange is not None and not self.exchange.head_request:
-            self._complete(reusable=self.parser.should_keep_alive())
+            self._finished = self.parser.should_keep_alive()  # completed after this read
 
     # -- used by the exchange ----------------------------------------------------------------
 
@@ -172,6 +199,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_done = False
         self._body_waiting = False
         self._interim = False
+        self._finished = None
+        self._trailing = False
         self.last_active = self.pool.ctx.clock
         self.pool.ctx.busy_upstreams.add(self)
         self.transport.write(head)
@@ -205,6 +234,7 @@ class UpstreamConnection(asyncio.Protocol):
     def abandon(self) -> None:
         """The client went away or the request was refused mid-way: drop this connection."""
         self.exchange = None
+        self._release_client()
         self.pool.ctx.busy_upstreams.discard(self)
         if self.transport is not None:
             self.transport.abort()
@@ -223,6 +253,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = None
         self._head_done = False
         self._body_waiting = False
+        self._release_client()
         self.pool.ctx.busy_upstreams.discard(self)
         if self.read_paused:
             self.resume_reading()
@@ -237,6 +268,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _fail(self, status: int, reason: str) -> None:
         ex = self.exchange
         self.exchange = None
+        self._release_client()
         self.pool.ctx.busy_upstreams.discard(self)
         if self.transport is not None:
             self.transport.abort()
@@ -312,8 +344,8 @@ class UpstreamPool:
         if transport is None:
             ex.on_upstream_error(502, "upstream_closed")
             return
-        if ex.conn.transport is None or ex.finished:
-            transport.close()
+        if ex.conn.transport is None or ex.finished or ex.response_started:
+            transport.close()  # the client left, or was already answered, meanwhile
             return
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -333,11 +365,11 @@ class UpstreamPool:
             self.idle.remove(up)
 
     def expire_idle(self, now: float) -> None:
-        """Close pooled connections idle longer than pool_idle_timeout."""
-        limit = self.settings.pool_idle_timeout
+        """Close pooled connections idle longer than pool_idle_timeout (or the upstream's own
+        `Keep-Alive: timeout`)."""
         keep = []
         for up in self.idle:
-            if now - up.idle_since >= limit and up.transport is not None:
+            if now - up.idle_since >= up.idle_limit and up.transport is not None:
                 up.transport.close()
             else:
                 keep.append(up)

@@ -1,0 +1,352 @@
+"""Hostile and broken peers: stalled bodies, clients that do not read, pipelining edge cases,
+head limits, upstreams that reset or misbehave. Each would have hung, leaked or lied before."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+from support import Running, make_settings, raw_exchange, running_gateway
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_upstream(handler: Handler) -> AsyncIterator[str]:
+    """A deliberately bad upstream: `handler` speaks raw bytes; every connection it leaves open
+    is cancelled and closed when the test ends."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def wrapped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        try:
+            await handler(reader, writer)
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    server = await asyncio.start_server(wrapped, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def gateway(tmp_path: Path, url: str, **sections: Any) -> AsyncIterator[tuple[Running, str]]:
+    async with running_gateway(make_settings(tmp_path, url, **sections)) as gw:
+        yield gw, await gw.new_key()
+
+
+async def read_for(reader: asyncio.StreamReader, seconds: float) -> bytes:
+    out = b""
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), seconds)
+            if not chunk:
+                return out + b"<EOF>"
+            out += chunk
+    except TimeoutError:
+        return out + b"<TIMEOUT>"
+    except ConnectionResetError:
+        return out + b"<RST>"
+
+
+def url_of(upstream: TestServer) -> str:
+    return str(upstream.make_url("")).rstrip("/")
+
+
+async def test_a_pipelined_request_whose_body_comes_later_is_answered(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    async with gateway(tmp_path, url_of(upstream)) as (gw, key):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.data_port)
+        first = f"GET /slow?delay=0.3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n"
+        second = f"POST /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: 10\r\n\r\n12345"
+        writer.write((first + second).encode())
+        await asyncio.sleep(0.6)  # the first is answered, the second dispatched with half a body
+        writer.write(b"67890")
+        out = await read_for(reader, 3)
+        writer.close()
+    assert out.count(b"HTTP/1.1 200") == 2
+    assert b'"body_size": 10' in out
+
+
+async def test_a_body_that_never_arrives_is_timed_out(tmp_path: Path, upstream: TestServer) -> None:
+    server = {"header_timeout": 1, "keepalive_timeout": 1, "body_timeout": 0.5}
+    async with gateway(tmp_path, url_of(upstream), server=server) as (gw, key):
+        ctx = gw.gateway.plane.ctx
+        conns = []
+        for auth in (f"Authorization: Bearer {key}\r\n", ""):
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.data_port)
+            writer.write(
+                f"POST /echo HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 100\r\n\r\nabc".encode()
+            )
+            conns.append((reader, writer))
+        await asyncio.sleep(0.3)
+        assert len(ctx.connections) == 2
+        replies = [await read_for(r, 3) for r, _ in conns]
+        assert replies[0].startswith(b"HTTP/1.1 408"), replies[0][:100]  # proxied: 408, closed
+        assert replies[1].startswith(b"HTTP/1.1 401")  # refused, then closed when it stalled
+        assert replies[1].endswith((b"<EOF>", b"<RST>"))
+        assert len(ctx.connections) == 0 and not ctx.busy_upstreams
+        for _, writer in conns:
+            writer.close()
+
+
+async def test_a_client_that_never_reads_cannot_make_the_gateway_buffer(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    async with gateway(tmp_path, url_of(upstream), server={"send_timeout": 30}) as (gw, _):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", gw.gateway.data_port))
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=sock)
+        request = b"GET / HTTP/1.1\r\nHost: x\r\nX-P: " + b"p" * 30 + b"\r\n\r\n"  # no key: 401s
+        with contextlib.suppress(TimeoutError):
+            for _ in range(400):  # up to 100 MB of pipelined requests, never reading a byte
+                writer.write(request * 4096)
+                await asyncio.wait_for(writer.drain(), 1.0)
+        conn = next(iter(gw.gateway.plane.ctx.connections))
+        assert conn.write_paused
+        assert (
+            conn.transport is not None and conn.transport.get_write_buffer_size() < 2 * 1024 * 1024
+        )
+        writer.transport.abort()
+
+
+async def test_a_client_that_stops_reading_is_cut_off_after_send_timeout(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    async with gateway(tmp_path, url_of(upstream), server={"send_timeout": 0.5}) as (gw, key):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", gw.gateway.data_port))
+        sock.sendall(
+            f"GET /download?size=50000000 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+        )
+        ctx = gw.gateway.plane.ctx
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if not ctx.connections:
+                break
+        assert not ctx.connections and not ctx.busy_upstreams
+        sock.close()
+
+
+async def test_head_limits_count_the_head_only(tmp_path: Path, upstream: TestServer) -> None:
+    async with gateway(
+        tmp_path, url_of(upstream), server={"max_header_size": 4096, "max_request_line": 1024}
+    ) as (gw, key):
+        port = gw.gateway.data_port
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = f"POST /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: 300000\r\n"
+        writer.write(head.encode())
+        await asyncio.sleep(0.05)  # the head arrives in two reads ...
+        writer.write(b"\r\n" + b"b" * 300000)  # ... the second with a body far above the head limit
+        out = await read_for(reader, 3)
+        writer.close()
+        assert out.startswith(b"HTTP/1.1 200"), out[:100]
+        big = "".join(f"X-Big-{i}: {'v' * 400}\r\n" for i in range(20))
+        reply = await raw_exchange(port, f"GET / HTTP/1.1\r\nHost: x\r\n{big}\r\n".encode())
+        assert reply.startswith(b"HTTP/1.1 431")
+        reply = await raw_exchange(port, f"GET /{'a' * 2000} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert reply.startswith(b"HTTP/1.1 414")
+        many = "".join(f"X-{i}: v\r\n" for i in range(150))
+        reply = await raw_exchange(port, f"GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n".encode())
+        assert reply.startswith(b"HTTP/1.1 431")
+
+
+async def test_an_oversized_body_is_refused_from_its_content_length(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    async with gateway(tmp_path, url_of(upstream), server={"max_body_size": 1000}) as (gw, key):
+        port = gw.gateway.data_port
+        reply = await raw_exchange(
+            port,
+            f"POST /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: 5000000\r\n"
+            "Expect: 100-continue\r\n\r\n".encode(),
+        )
+        assert reply.startswith(b"HTTP/1.1 413") and b"100 Continue" not in reply
+        chunks = b"".join(b"%x\r\n%s\r\n" % (500, b"c" * 500) for _ in range(4)) + b"0\r\n\r\n"
+        reply = await raw_exchange(
+            port,
+            f"POST /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+            + chunks,
+        )
+        assert reply.startswith(b"HTTP/1.1 413")  # counted as it streams
+        async with gw.session.post(
+            gw.url + "/echo", data=b"x" * 1000, headers={"Authorization": f"Bearer {key}"}
+        ) as resp:
+            assert resp.status == 200
+
+
+async def test_an_upstream_answering_early_does_not_wedge_the_upload(tmp_path: Path) -> None:
+    async def early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await asyncio.sleep(5)  # never reads the body
+        writer.close()
+
+    async with raw_upstream(early) as url, gateway(tmp_path, url) as (gw, key):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.data_port)
+        writer.write(
+            f"POST /up HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: 64000000\r\n\r\n".encode()
+        )
+
+        async def push() -> None:
+            with contextlib.suppress(ConnectionError):
+                for _ in range(1000):
+                    writer.write(b"z" * 65536)
+                    await writer.drain()
+
+        pusher = asyncio.create_task(push())
+        out = await read_for(reader, 3)
+        pusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pusher
+        writer.close()
+        assert out.startswith(b"HTTP/1.1 200") and b"\r\n\r\nok" in out
+        await asyncio.sleep(0.3)
+        assert not gw.gateway.plane.ctx.connections  # closed, not stuck paused
+
+
+async def test_an_upstream_reset_mid_body_never_looks_complete(tmp_path: Path) -> None:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nfirst-half-of-the-body")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        writer.transport.abort()
+
+    async with raw_upstream(reset) as url, gateway(tmp_path, url) as (gw, key):
+        reply = await raw_exchange(
+            gw.gateway.data_port,
+            f"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode(),
+        )
+    assert b"first-half-of-the-body" in reply
+    assert not reply.endswith(b"0\r\n\r\n")  # no terminating chunk: the truncation shows
+
+
+async def test_a_clean_close_ends_a_close_delimited_response(tmp_path: Path) -> None:
+    async def close_delimited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nall-of-it"
+        )
+        await writer.drain()
+        writer.close()
+
+    async with (
+        raw_upstream(close_delimited) as url,
+        gateway(tmp_path, url) as (gw, key),
+        gw.session.get(gw.url + "/", headers={"Authorization": f"Bearer {key}"}) as resp,
+    ):
+        assert resp.status == 200
+        assert await resp.read() == b"all-of-it"
+
+
+async def test_bytes_after_a_complete_response_spoil_only_that_connection(tmp_path: Path) -> None:
+    served = 0
+
+    async def sloppy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            served += 1
+            # a 204 must not have a body; this one sends one anyway
+            writer.write(
+                b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nforged"
+            )
+            await writer.drain()
+
+    async with raw_upstream(sloppy) as url, gateway(tmp_path, url) as (gw, key):
+        for _ in range(3):
+            async with gw.session.get(
+                gw.url + "/", headers={"Authorization": f"Bearer {key}"}
+            ) as resp:
+                assert resp.status == 204
+                assert await resp.read() == b""
+    assert served == 3  # each on a fresh connection: the spoiled one was never reused
+
+
+async def test_a_dawdling_pipelined_head_behind_a_long_response_closes_the_connection(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    async with gateway(tmp_path, url_of(upstream), server={"header_timeout": 0.5}) as (gw, key):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.data_port)
+        writer.write(
+            f"GET /slow?delay=1.2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\nGET /ne".encode()
+        )
+        out = await read_for(reader, 4)
+        writer.close()
+        assert (
+            out.startswith(b"HTTP/1.1 200")
+            and b"Connection: close" in out
+            and out.endswith(b"<EOF>")
+        )
+
+
+async def test_graceful_drain_tells_busy_clients_to_close(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    async with gateway(tmp_path, url_of(upstream)) as (gw, key):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.data_port)
+        writer.write(
+            f"GET /slow?delay=0.5 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+        )
+        await asyncio.sleep(0.2)
+        stopping = asyncio.create_task(gw.gateway.stop())
+        out = await read_for(reader, 3)
+        await stopping
+        writer.close()
+    assert (
+        out.startswith(b"HTTP/1.1 200") and b"Connection: close" in out and out.endswith(b"<EOF>")
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: x\n\n",
+        b"GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET http://evil/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent_Length: 5\r\n\r\n",
+    ],
+)
+async def test_ambiguous_framing_is_400_and_closed(gw: Running, raw: bytes) -> None:
+    reply = await raw_exchange(gw.gateway.data_port, raw)
+    if b"Content_Length" in raw:  # an underscore spelling is not framing; it is never forwarded
+        assert reply.startswith(b"HTTP/1.1 401")
+        return
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:80]
+    assert b"Connection: close" in reply
