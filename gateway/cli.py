@@ -66,13 +66,14 @@ def _serve(path: str, check_only: bool) -> int:
         return EXIT_OK
     from gateway.logs import setup_logging
     from gateway.server import run, serve
+    from gateway.supervisor import StartupError, supervise
 
     setup_logging(settings.log)
     try:
-        run(serve(settings))
+        run(supervise(settings) if settings.server.workers > 1 else serve(settings))
     except OSError as exc:
         return _fail(f"cannot start: {exc.strerror or exc}", EXIT_FAILURE)
-    except StoreError as exc:
+    except (StoreError, StartupError) as exc:
         return _fail(f"cannot start: {exc}", EXIT_FAILURE)
     except KeyboardInterrupt:
         pass

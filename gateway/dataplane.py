@@ -62,6 +62,35 @@ class DataPlane:
         self.ctx.tick_hooks.append(self._expire_idle)
         self.ctx.tick_hooks.append(lambda _now: self.access_log.flush())
 
+    def reload(self, settings: Settings) -> None:
+        """Apply a new configuration without dropping a connection: routes, scopes, upstream,
+        timeouts and limits take effect for the next request; requests in flight finish as
+        they started."""
+        self.settings = settings
+        self.routes = RouteTable(settings.routes)
+        self.selfservice.settings = settings
+        self.prefix_len = len(settings.keys.prefix) + 9
+        ctx = self.ctx
+        ctx.limits = settings.server
+        ctx.trusted_proxies = settings.server.trusted_proxies
+        up = settings.upstream
+        self.preserve_host = up.preserve_host
+        if up.url == self.pool.target:
+            self.pool.settings = up
+        else:
+            self.pool.retire()
+            self.pool = UpstreamPool(ctx, up.url, up, "production")
+        if self.test_pool is not None and (
+            up.test_url is None or up.test_url != self.test_pool.target
+        ):
+            self.test_pool.retire()
+            self.test_pool = None
+        if self.test_pool is not None:
+            self.test_pool.settings = up
+        elif up.test_url is not None:
+            self.test_pool = UpstreamPool(ctx, up.test_url, up, "test")
+        self.access_log.reconfigure(settings.log)
+
     def protocol(self) -> ClientConnection:
         return ClientConnection(self.ctx)
 

@@ -16,6 +16,7 @@ import orjson
 
 from gateway.config import LogSettings
 
+PIPE_BUF = 4096
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -62,11 +63,14 @@ class AccessLog:
     (or at 64 KiB), so logging does not cost a write system call per request."""
 
     def __init__(self, settings: LogSettings, fd: int | None = None) -> None:
-        self.enabled = _LEVELS[settings.level] <= logging.INFO
-        self.json = settings.format == "json"
         self._fd = fd
         self._buf: list[bytes] = []
         self._size = 0
+        self.reconfigure(settings)
+
+    def reconfigure(self, settings: LogSettings) -> None:
+        self.enabled = _LEVELS[settings.level] <= logging.INFO
+        self.json = settings.format == "json"
 
     def write(self, fields: dict[str, Any]) -> None:
         if not self.enabled:
@@ -80,20 +84,34 @@ class AccessLog:
             ).encode("utf-8", "replace")
         self._buf.append(line)
         self._size += len(line)
-        if self._size >= 65536:
+        if self._size >= PIPE_BUF:
             self.flush()
 
     def flush(self) -> None:
+        """Write whole lines, at most PIPE_BUF bytes a write: several workers share stdout,
+        and writes that size to a pipe are atomic, so their lines never interleave."""
         if not self._buf:
             return
-        data = b"".join(self._buf)
-        self._buf = []
+        lines, self._buf = self._buf, []
         self._size = 0
         fd = self._fd if self._fd is not None else 1
+        batch: list[bytes] = []
+        size = 0
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            for line in lines:
+                if size + len(line) > PIPE_BUF and batch:
+                    _write_all(fd, b"".join(batch))
+                    batch, size = [], 0
+                batch.append(line)
+                size += len(line)
+            if batch:
+                _write_all(fd, b"".join(batch))
         except OSError:
             pass  # a closed stdout must not take the data plane down
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

@@ -1,11 +1,13 @@
 """Data-plane counters: plain integers bumped once per finished exchange (no locks, no I/O on
-the hot path); the admin port renders them in Prometheus text format when scraped."""
+the hot path). Each worker hands snapshots to the admin side, which adds them up and renders
+Prometheus text when scraped."""
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -37,53 +39,71 @@ class PlaneMetrics:
             self.latency_sum_ms += upstream_ms
             self.latency_count += 1
 
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data, so another process can add it up (see `merge`)."""
+        return {
+            "by_class": list(self.by_class),
+            "auth_failures": dict(self.auth_failures),
+            "latency_buckets": list(self.latency_buckets),
+            "latency_sum_ms": self.latency_sum_ms,
+            "latency_count": self.latency_count,
+        }
+
+
+def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    total = PlaneMetrics().snapshot()
+    for snap in snapshots:
+        total["by_class"] = [
+            a + b for a, b in zip(total["by_class"], snap["by_class"], strict=True)
+        ]
+        for reason, count in snap["auth_failures"].items():
+            total["auth_failures"][reason] = total["auth_failures"].get(reason, 0) + count
+        total["latency_buckets"] = [
+            a + b for a, b in zip(total["latency_buckets"], snap["latency_buckets"], strict=True)
+        ]
+        total["latency_sum_ms"] += snap["latency_sum_ms"]
+        total["latency_count"] += snap["latency_count"]
+    return total
+
 
 @dataclass
 class Gauges:
     keys_cached: int = 0
     store_write_lag_seconds: float = 0.0
     connections_open: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
+    workers: int = 1
 
 
 class _Collector(Collector):
-    def __init__(self, planes: Iterable[PlaneMetrics], gauges: Gauges) -> None:
-        self.planes = list(planes)
+    def __init__(self, counters: dict[str, Any], gauges: Gauges) -> None:
+        self.c = counters
         self.gauges = gauges
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        c = self.c
         requests = CounterMetricFamily(
             "gateway_requests", "Data-plane responses by status class", labels=["class"]
         )
-        totals = [sum(p.by_class[i] for p in self.planes) for i in range(6)]
-        for i, count in enumerate(totals):
+        for i, count in enumerate(c["by_class"]):
             requests.add_metric(["none" if i == 0 else f"{i}xx"], count)
         yield requests
         failures = CounterMetricFamily(
             "gateway_auth_failures", "Requests refused with 401, by reason", labels=["reason"]
         )
-        merged: dict[str, int] = {}
-        for p in self.planes:
-            for reason, count in p.auth_failures.items():
-                merged[reason] = merged.get(reason, 0) + count
-        for reason, count in sorted(merged.items()):
+        for reason, count in sorted(c["auth_failures"].items()):
             failures.add_metric([reason], count)
         yield failures
-        buckets = [
-            sum(p.latency_buckets[i] for p in self.planes) for i in range(len(LATENCY_BOUNDS) + 1)
-        ]
         cumulative = []
         running = 0
-        for bound, count in zip((*LATENCY_BOUNDS, float("inf")), buckets, strict=True):
+        for bound, count in zip((*LATENCY_BOUNDS, float("inf")), c["latency_buckets"], strict=True):
             running += count
             cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
-        latency = HistogramMetricFamily(
+        yield HistogramMetricFamily(
             "gateway_upstream_latency_seconds",
             "Time from sending a request upstream to its response head",
             buckets=cumulative,
-            sum_value=sum(p.latency_sum_ms for p in self.planes) / 1000.0,
+            sum_value=c["latency_sum_ms"] / 1000.0,
         )
-        yield latency
         g = self.gauges
         yield GaugeMetricFamily(
             "gateway_keys_cached", "Keys in the in-memory index", value=g.keys_cached
@@ -98,9 +118,12 @@ class _Collector(Collector):
             "Open data-plane client connections",
             value=g.connections_open,
         )
+        yield GaugeMetricFamily(
+            "gateway_workers", "Data-plane worker processes running", value=g.workers
+        )
 
 
-def render(planes: Iterable[PlaneMetrics], gauges: Gauges) -> bytes:
+def render(counters: dict[str, Any], gauges: Gauges) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(planes, gauges))
+    registry.register(_Collector(counters, gauges))
     return generate_latest(registry)

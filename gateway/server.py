@@ -1,37 +1,28 @@
-"""Process life cycle: open the store, load the key index, start both listeners, run the
-background tasks, and shut down in order (stop listening, let in-flight requests finish up to
-`server.shutdown_timeout`, flush usage, close resources). The event-loop choice lives here.
+"""Process life cycle for `workers = 1`: one process runs the data plane and the admin API.
+Start-up opens the store, loads the key index and starts both listeners; shutdown stops
+listening, lets in-flight requests finish up to `server.shutdown_timeout`, flushes usage and
+closes resources; SIGHUP reloads the configuration. The event-loop choice lives here.
+(`workers > 1` is `gateway.supervisor`.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
-import socket
-import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from aiohttp import web
-
-from gateway.admin import create_admin_app
 from gateway.admin.state import AdminToken
-from gateway.config import Settings
+from gateway.config import Settings, load_settings
 from gateway.dataplane import DataPlane
-from gateway.index import KeyIndex
-from gateway.logs import AccessLog
+from gateway.errors import ConfigError
 from gateway.metrics import Gauges, render
+from gateway.runtime import AdminRuntime, DataPlaneRuntime, restart_only_changes
 from gateway.store.sqlite import SQLiteStore
-from gateway.sync import IndexSync
-from gateway.timeutil import now_us
-from gateway.usage import UsageRecorder
 
 log = logging.getLogger("gateway")
-
-CHANGE_LOG_RETENTION_US = 24 * 3600 * 1_000_000
 
 
 class Gateway:
@@ -41,161 +32,124 @@ class Gateway:
         self.settings = settings
         self.environ = os.environ if environ is None else environ
         self.store = SQLiteStore(settings.store.sqlite_path)
-        self.index = KeyIndex()
-        self.data_port = 0
-        self.admin_port = 0
-        self._plane: DataPlane | None = None
-        self._server: asyncio.Server | None = None
-        self._runner: web.AppRunner | None = None
-        self._usage: UsageRecorder | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self.data: DataPlaneRuntime | None = None
+        self.admin: AdminRuntime | None = None
 
     @property
     def plane(self) -> DataPlane:
-        assert self._plane is not None
-        return self._plane
+        assert self.data is not None
+        return self.data.plane
+
+    @property
+    def index(self):  # type: ignore[no-untyped-def]  # tests peek at it
+        assert self.data is not None
+        return self.data.index
+
+    @property
+    def data_port(self) -> int:
+        return self.data.port if self.data else 0
+
+    @property
+    def admin_port(self) -> int:
+        return self.admin.port if self.admin else 0
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        settings = self.settings
-        token = AdminToken.from_settings(settings, self.environ)
+        token = AdminToken.from_settings(self.settings, self.environ)
         await self.store.open()
         try:
-            assert self.store.revision is not None
-            sync = IndexSync(self.store, self.index, self.store.revision)
-            await sync.load()
-            self._usage = UsageRecorder(self.store, settings.store.usage_flush_seconds)
-            plane = DataPlane(
-                settings, self.index, sync, self._usage, AccessLog(settings.log), loop, self.store
-            )
-            self._plane = plane
-            srv = settings.server
-            self._server = await loop.create_server(
-                plane.protocol,
-                host=srv.host,
-                port=srv.port,
-                reuse_port=srv.workers > 1,
-                backlog=4096,
-            )
-            self.data_port = _bound_port(self._server)
-            shortest = min(
-                srv.header_timeout, srv.keepalive_timeout, settings.upstream.read_timeout
-            )
-            plane.ctx.start(tick_every=max(0.05, min(0.25, shortest / 4)))
-            admin_app = create_admin_app(settings, self.store, token, self.render_metrics)
-            self._runner = web.AppRunner(
-                admin_app,
-                access_log=None,
-                handle_signals=False,
-                shutdown_timeout=srv.shutdown_timeout,
-            )
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, settings.admin.host, settings.admin.port, backlog=128)
-            await site.start()
-            self.admin_port = _site_port(self._runner)
-            self._spawn(self._usage.run_forever())
-            self._spawn(sync.poll_forever(1.0))
-            self._spawn(self._prune_change_log())
+            self.data = DataPlaneRuntime(self.settings, self.store)
+            await self.data.start()
+            self.admin = AdminRuntime(self.settings, self.store, token, self.render_metrics)
+            await self.admin.start()
         except BaseException:
             await self.stop()
             raise
         log.info(
             "gateway ready: data plane on %s:%d, admin on %s:%d, %d keys loaded",
-            settings.server.host,
+            self.settings.server.host,
             self.data_port,
-            settings.admin.host,
+            self.settings.admin.host,
             self.admin_port,
-            len(self.index),
+            len(self.data.index),
         )
 
     def render_metrics(self) -> bytes:
-        plane = self.plane
+        assert self.data is not None
+        m = self.data.metrics()
         gauges = Gauges(
-            keys_cached=len(self.index),
-            store_write_lag_seconds=self._usage.lag(time.time()) if self._usage else 0.0,
-            connections_open=len(plane.ctx.connections),
+            keys_cached=m["keys_cached"],
+            store_write_lag_seconds=m["store_write_lag_seconds"],
+            connections_open=m["connections_open"],
         )
-        return render([plane.metrics], gauges)
+        return render(m["counters"], gauges)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        self._tasks.append(asyncio.get_running_loop().create_task(coro))
-
-    async def _prune_change_log(self) -> None:
-        while True:
-            await asyncio.sleep(3600)
-            try:
-                await self.store.prune_changes(now_us() - CHANGE_LOG_RETENTION_US)
-            except Exception as exc:
-                log.warning("change-log pruning failed: %s", exc)
+    def reload(self, settings: Settings) -> None:
+        for name in restart_only_changes(self.settings, settings):
+            log.warning(
+                "reload: %s changed; that takes a restart (keeping the running value)", name
+            )
+        settings = keep_restart_only(self.settings, settings)
+        self.settings = settings
+        if self.data is not None:
+            self.data.reload(settings)
+        if self.admin is not None:
+            self.admin.reload(settings)
+        log.info("configuration reloaded from %s", settings.source)
 
     async def stop(self) -> None:
         """Graceful: stop accepting, drain in-flight requests (bounded), then close."""
-        timeout = self.settings.server.shutdown_timeout
-        plane = self._plane
-        if self._server is not None:
-            self._server.close()
-        if plane is not None:
-            ctx = plane.ctx
-            ctx.draining = True
-            for conn in list(ctx.connections):
-                conn.drain()
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while ctx.connections and loop.time() < deadline:  # noqa: ASYNC110 - polled, bounded
-                await asyncio.sleep(0.05)
-            for conn in list(ctx.connections):
-                conn.abort()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-        if self._usage is not None:
-            await self._usage.flush()
-        if plane is not None:
-            plane.ctx.stop()
-            await plane.close()
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
-            self._server = None
+        if self.data is not None:
+            await self.data.drain(self.settings.server.shutdown_timeout)
+        if self.admin is not None:
+            await self.admin.stop()
+        if self.data is not None:
+            await self.data.stop()
         await self.store.close()
 
 
-def _bound_port(server: asyncio.AbstractServer) -> int:
-    sockets = getattr(server, "sockets", None) or []
-    for sock in sockets:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            return int(sock.getsockname()[1])
-    return 0
+def keep_restart_only(old: Settings, new: Settings) -> Settings:
+    """`new`, with what only a restart can change put back to the running values."""
+    from dataclasses import replace
+
+    server = replace(
+        new.server, host=old.server.host, port=old.server.port, workers=old.server.workers
+    )
+    return replace(new, server=server, store=old.store, admin=old.admin)
 
 
-def _site_port(runner: web.AppRunner) -> int:
-    for addr in runner.addresses:
-        if isinstance(addr, tuple):
-            return int(addr[1])
-    return 0
+def read_reload(path: str) -> Settings | None:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        log.error("reload refused, keeping the running configuration: %s", exc)
+        return None
 
 
 async def serve(settings: Settings, ready: Callable[[Gateway], None] | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reloads the config."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(settings)
     await gateway.start()
+
+    def reload() -> None:
+        new = read_reload(settings.source)
+        if new is not None:
+            from gateway.logs import setup_logging
+
+            setup_logging(new.log)
+            gateway.reload(new)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     if ready is not None:
         ready(gateway)
     try:
         await stop.wait()
         log.info(
             "shutting down: draining in-flight requests (up to %.0fs)",
-            settings.server.shutdown_timeout,
+            gateway.settings.server.shutdown_timeout,
         )
     finally:
         await gateway.stop()

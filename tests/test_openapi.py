@@ -24,7 +24,7 @@ async def test_document_is_valid_openapi_3_1(gw: Running) -> None:
 
 async def test_every_served_route_is_documented(gw: Running) -> None:
     doc = await fetch_spec(gw)
-    app = gw.gateway._runner.app  # type: ignore[union-attr]
+    app = gw.gateway.admin._runner.app  # type: ignore[union-attr]
     served = set()
     for route in app.router.routes():
         if route.method == "HEAD":

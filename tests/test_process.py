@@ -341,3 +341,29 @@ async def test_callback_origins_survive_a_restart(tmp_path: Path, upstream: Test
                 assert resp.status == 200
         finally:
             p.process.stop()
+
+
+async def test_200_concurrent_connections_get_no_errors(proc: Proc) -> None:
+    """A behaviour guard under load (never a timing assertion): every request answered, right."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
+        good = (await proc.mint(session))["key"]
+        bad = good[:-6] + "AAAAAA"
+        statuses: list[int] = []
+
+        async def client(n: int) -> None:
+            for i in range(10):
+                key = bad if (n + i) % 5 == 0 else good
+                method = "POST" if i % 3 == 0 else "GET"
+                async with session.request(
+                    method,
+                    proc.url + f"/load/{n}/{i}",
+                    data=b"x" * 1000 if method == "POST" else None,
+                    headers=bearer(key),
+                ) as resp:
+                    await resp.read()
+                    statuses.append(resp.status if key == good else -resp.status)
+
+        await asyncio.gather(*(client(n) for n in range(200)))
+    assert len(statuses) == 2000
+    assert set(statuses) == {200, -401}
+    assert statuses.count(-401) == 400

@@ -25,7 +25,7 @@ LIST_PARAMS = (
 
 
 async def create_account(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS].keys
+    settings = request.app[SETTINGS].current.keys
     body, _ = await parse_body(request, AccountCreate)
     now = now_us()
     account = Account(

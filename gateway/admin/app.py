@@ -10,7 +10,7 @@ from aiohttp import web
 from gateway.admin.openapi import build_openapi
 from gateway.admin.problems import Handler, json_response, problems_middleware, unauthorized
 from gateway.admin.routes import Route, api_routes
-from gateway.admin.state import SETTINGS, STORE, TOKEN, AdminToken
+from gateway.admin.state import SETTINGS, STORE, TOKEN, AdminToken, SettingsRef
 from gateway.config import Settings
 from gateway.store.base import Store
 
@@ -51,7 +51,7 @@ def create_admin_app(
         middlewares=[problems_middleware, token_middleware], client_max_size=1024**2
     )
     table = routes()
-    app[SETTINGS] = settings
+    app[SETTINGS] = SettingsRef(settings)
     app[STORE] = store
     app[TOKEN] = token
     app[METRICS] = metrics_source

@@ -73,7 +73,7 @@ async def _key(request: web.Request) -> KeyRecord:
 
 
 async def create_key(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS].keys
+    settings = request.app[SETTINGS].current.keys
     body, sent = await parse_body(request, KeyCreate)
     secret, new = build_key(body, sent, settings)
     record = await request.app[STORE].create_key(
@@ -115,7 +115,7 @@ async def update_key(request: web.Request) -> web.Response:
 
 
 async def regenerate_key(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS].keys
+    settings = request.app[SETTINGS].current.keys
     current = await _key(request)
     secret, digest, prefix, last4 = keyservice.new_secret(settings.prefix, current.is_test)
     record = await request.app[STORE].regenerate_key(

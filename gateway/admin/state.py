@@ -35,6 +35,13 @@ class AdminToken:
         return hmac.compare_digest(presented, self._expected)
 
 
+class SettingsRef:
+    """The admin app's view of the settings; a reload (SIGHUP) swaps `current`."""
+
+    def __init__(self, current: Settings) -> None:
+        self.current = current
+
+
 STORE = web.AppKey("store", Store)
-SETTINGS = web.AppKey("settings", Settings)
+SETTINGS = web.AppKey("settings", SettingsRef)
 TOKEN = web.AppKey("token", AdminToken)

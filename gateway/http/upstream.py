@@ -293,6 +293,7 @@ class UpstreamPool:
             ssl.create_default_context() if target.scheme == "https" else None
         )
         self._connecting: set[asyncio.Task[None]] = set()
+        self.retired = False  # replaced by a reload: serve what is in flight, pool nothing
 
     def send(self, ex: Exchange, head: bytes) -> None:
         idle = self.idle
@@ -352,8 +353,15 @@ class UpstreamPool:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         up.start(ex, head)
 
+    def retire(self) -> None:
+        self.retired = True
+        for up in self.idle:
+            if up.transport is not None:
+                up.transport.close()
+        self.idle = []
+
     def release(self, up: UpstreamConnection) -> None:
-        if len(self.idle) >= self.settings.pool_size or self.ctx.draining:
+        if len(self.idle) >= self.settings.pool_size or self.ctx.draining or self.retired:
             if up.transport is not None:
                 up.transport.close()
             return

@@ -1,0 +1,220 @@
+"""The two halves a process can run: the data plane (key index kept coherent, usage
+write-behind, listener) and the admin API. One process runs both (`workers = 1`); with workers,
+each worker runs a data plane and the supervisor runs the admin API.
+
+Resources are born in `start` and die in `stop`, in dependency order; the caller owns the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from gateway.admin import create_admin_app
+from gateway.admin.state import SETTINGS, AdminToken
+from gateway.config import Settings
+from gateway.dataplane import DataPlane
+from gateway.index import KeyIndex
+from gateway.logs import AccessLog
+from gateway.store.sqlite import SQLiteStore
+from gateway.sync import IndexSync
+from gateway.timeutil import now_us
+from gateway.usage import UsageRecorder
+
+log = logging.getLogger("gateway")
+
+CHANGE_LOG_RETENTION_US = 24 * 3600 * 1_000_000
+RESTART_ONLY = ("server.host", "server.port", "server.workers", "store", "admin")
+
+
+def tick_interval(settings: Settings) -> float:
+    srv = settings.server
+    shortest = min(
+        srv.header_timeout,
+        srv.keepalive_timeout,
+        srv.body_timeout,
+        srv.send_timeout,
+        settings.upstream.read_timeout,
+    )
+    return max(0.05, min(0.25, shortest / 4))
+
+
+def restart_only_changes(old: Settings, new: Settings) -> list[str]:
+    """Settings a reload cannot apply to a running process."""
+    changed = []
+    if (old.server.host, old.server.port) != (new.server.host, new.server.port):
+        changed.append("server.host/port")
+    if old.server.workers != new.server.workers:
+        changed.append("server.workers")
+    if old.store != new.store:
+        changed.append("store")
+    if old.admin != new.admin:
+        changed.append("admin")
+    return changed
+
+
+class DataPlaneRuntime:
+    def __init__(self, settings: Settings, store: SQLiteStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.index = KeyIndex()
+        self.port = 0
+        self._plane: DataPlane | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._usage: UsageRecorder | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def plane(self) -> DataPlane:
+        assert self._plane is not None
+        return self._plane
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        assert self.store.revision is not None
+        sync = IndexSync(self.store, self.index, self.store.revision)
+        await sync.load()
+        self._usage = UsageRecorder(self.store, settings.store.usage_flush_seconds)
+        plane = DataPlane(
+            settings, self.index, sync, self._usage, AccessLog(settings.log), loop, self.store
+        )
+        self._plane = plane
+        srv = settings.server
+        self._server = await loop.create_server(
+            plane.protocol,
+            host=srv.host,
+            port=srv.port,
+            reuse_port=srv.workers > 1,
+            backlog=4096,
+        )
+        self.port = bound_port(self._server)
+        plane.ctx.start(tick_every=tick_interval(settings))
+        self._tasks.append(loop.create_task(self._usage.run_forever()))
+        self._tasks.append(loop.create_task(sync.poll_forever(1.0)))
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters and gauges of this data plane, as plain data."""
+        plane = self.plane
+        return {
+            "counters": plane.metrics.snapshot(),
+            "keys_cached": len(self.index),
+            "store_write_lag_seconds": self._usage.lag(time.time()) if self._usage else 0.0,
+            "connections_open": len(plane.ctx.connections),
+        }
+
+    def reload(self, settings: Settings) -> None:
+        self.settings = settings
+        self.plane.reload(settings)
+
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - a deadline, not a cancel
+        """Stop accepting; let in-flight requests finish (bounded); cut what is left."""
+        if self._server is not None:
+            self._server.close()
+        plane = self._plane
+        if plane is None:
+            return
+        ctx = plane.ctx
+        ctx.draining = True
+        for conn in list(ctx.connections):
+            conn.drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while ctx.connections and loop.time() < deadline:  # noqa: ASYNC110 - polled, bounded
+            await asyncio.sleep(0.05)
+        for conn in list(ctx.connections):
+            conn.abort()
+
+    async def stop(self) -> None:
+        await cancel_all(self._tasks)
+        self._tasks = []
+        if self._usage is not None:
+            await self._usage.flush()
+        if self._plane is not None:
+            self._plane.ctx.stop()
+            await self._plane.close()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            self._server = None
+
+
+class AdminRuntime:
+    def __init__(
+        self,
+        settings: Settings,
+        store: SQLiteStore,
+        token: AdminToken,
+        metrics_source: Callable[[], bytes],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.token = token
+        self.metrics_source = metrics_source
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        settings = self.settings
+        app = create_admin_app(settings, self.store, self.token, self.metrics_source)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=settings.server.shutdown_timeout,
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, settings.admin.host, settings.admin.port, backlog=128)
+        await site.start()
+        for addr in self._runner.addresses:
+            if isinstance(addr, tuple):
+                self.port = int(addr[1])
+                break
+        self._tasks.append(asyncio.get_running_loop().create_task(self._prune_change_log()))
+
+    def reload(self, settings: Settings) -> None:
+        self.settings = settings
+        if self._runner is not None:
+            self._runner.app[SETTINGS].current = settings
+
+    async def _prune_change_log(self) -> None:
+        while True:
+            await asyncio.sleep(3600)
+            try:
+                await self.store.prune_changes(now_us() - CHANGE_LOG_RETENTION_US)
+            except Exception as exc:
+                log.warning("change-log pruning failed: %s", exc)
+
+    async def stop(self) -> None:
+        await cancel_all(self._tasks)
+        self._tasks = []
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def bound_port(server: asyncio.AbstractServer) -> int:
+    for sock in getattr(server, "sockets", None) or []:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            return int(sock.getsockname()[1])
+    return 0
+
+
+Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
