@@ -43,7 +43,7 @@ class Tree:
         )
         self.config.write_text(
             self.config.read_text().replace(
-                "port = %d\n" % self.port, "port = %d\nworkers = %d\n" % (self.port, workers), 1
+                f"port = {self.port}\n", f"port = {self.port}\nworkers = {workers}\n", 1
             )
         )
         self.log = tmp_path / "gateway.log"
@@ -75,9 +75,11 @@ async def statuses_on_fresh_connections(url: str, key: str, n: int = 24) -> list
     """Each request on its own connection, so SO_REUSEPORT spreads them over the workers."""
     out = []
     for _ in range(n):
-        async with aiohttp.ClientSession() as session:
-            async with session.get(url + "/x", headers=bearer(key)) as resp:
-                out.append(resp.status)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url + "/x", headers=bearer(key)) as resp,
+        ):
+            out.append(resp.status)
     return out
 
 
