@@ -49,7 +49,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> float:
+def wait_port(
+    port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if proc is not None and proc.poll() is not None:
@@ -63,14 +65,20 @@ def wait_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes] | 
 
 
 def find_or_install(tool: str, package: str) -> str | None:
-    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}") else None)
+    path = shutil.which(tool) or (
+        f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}") else None
+    )
     if path:
         return path
     if os.geteuid() == 0 and shutil.which("apt-get"):
         print(f"installing {package} with apt-get ...", flush=True)
         subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", package], check=False, capture_output=True)
-        return shutil.which(tool) or (f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}") else None)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", package], check=False, capture_output=True
+        )
+        return shutil.which(tool) or (
+            f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}") else None
+        )
     return None
 
 
@@ -130,7 +138,9 @@ class Bench:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.urls: dict[str, tuple[str, str | None, int]] = {}  # target -> (url, auth, expected status)
+        self.urls: dict[
+            str, tuple[str, str | None, int]
+        ] = {}  # target -> (url, auth, expected status)
         self.notes: list[str] = []
         cpus = os.cpu_count() or 1
         self.pin = args.pin and cpus >= 2 and shutil.which("taskset") is not None
@@ -142,11 +152,15 @@ class Bench:
 
     # -- processes -----------------------------------------------------------------------------
 
-    def spawn(self, cmd: list[str], cpus: str | None, env: dict[str, str] | None = None, log: str = "x") -> subprocess.Popen[bytes]:
+    def spawn(
+        self, cmd: list[str], cpus: str | None, env: dict[str, str] | None = None, log: str = "x"
+    ) -> subprocess.Popen[bytes]:
         if cpus:
             cmd = ["taskset", "-c", cpus, *cmd]
         out = open(self.tmp / f"{log}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         self.procs.append(proc)
         return proc
 
@@ -247,13 +261,22 @@ url = "sqlite:///{db}"
         if self.args.keys:
             started = time.monotonic()
             seed_keys(db, self.args.keys)
-            self.notes.append(f"seeded {self.args.keys:,} keys in {time.monotonic() - started:.1f}s")
+            self.notes.append(
+                f"seeded {self.args.keys:,} keys in {time.monotonic() - started:.1f}s"
+            )
         started = time.monotonic()
-        proc = self.spawn([sys.executable, "-m", "gateway", "serve", "--config", str(config)], self.target_cpus, env, "gateway")
+        proc = self.spawn(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+            self.target_cpus,
+            env,
+            "gateway",
+        )
         wait_port(port, timeout=120, proc=proc)
         wait_port(admin_port, timeout=120, proc=proc)
         ready = time.monotonic() - started
-        account = self.admin(admin_port, "POST", "/admin/v1/accounts", {"name": "bench", "id": "acct_bench"})
+        account = self.admin(
+            admin_port, "POST", "/admin/v1/accounts", {"name": "bench", "id": "acct_bench"}
+        )
         key = account["production_key"]["key"]
         rss = [rss_mb(proc.pid), *children_rss_mb(proc.pid)]
         self.gateway_pid = proc.pid
@@ -266,7 +289,9 @@ url = "sqlite:///{db}"
 
     def admin(self, port: int, method: str, path: str, body: dict[str, object]) -> dict:  # type: ignore[type-arg]
         req = urllib.request.Request(
-            f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), method=method,
+            f"http://127.0.0.1:{port}{path}",
+            data=json.dumps(body).encode(),
+            method=method,
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=30) as resp:
@@ -274,20 +299,26 @@ url = "sqlite:///{db}"
 
     def start_python(self, script: str, *argv: str) -> str:
         port = free_port()
-        proc = self.spawn([sys.executable, str(HERE / script), str(port), *argv], self.target_cpus, log=script)
+        proc = self.spawn(
+            [sys.executable, str(HERE / script), str(port), *argv], self.target_cpus, log=script
+        )
         wait_port(port, proc=proc)
         return f"http://127.0.0.1:{port}"
 
     # -- load --------------------------------------------------------------------------------
 
-    def wrk(self, wrk: str, url: str, auth: str | None, duration: float, connections: int) -> tuple[float, float, float, int]:
+    def wrk(
+        self, wrk: str, url: str, auth: str | None, duration: float, connections: int
+    ) -> tuple[float, float, float, int]:
         cmd = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
         if auth:
             cmd += ["-H", f"Authorization: Bearer {auth}"]
         cmd.append(url + "/api/items?limit=10")
         if self.load_cpus:
             cmd = ["taskset", "-c", self.load_cpus, *cmd]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=duration + 60, check=True
+        ).stdout
         return parse_wrk(out)
 
 
@@ -322,8 +353,16 @@ def seed_keys(db: Path, n: int) -> None:
         def rows() -> Iterator[tuple[object, ...]]:
             for i in range(n):
                 yield (
-                    str(uuid.UUID(bytes=os.urandom(16), version=4)), f"acct_{i % 1000}", f"seed-{i}",
-                    os.urandom(32), "sk_live_Seed", "Seed", '["runtime:all"]', 0, now, now,
+                    str(uuid.UUID(bytes=os.urandom(16), version=4)),
+                    f"acct_{i % 1000}",
+                    f"seed-{i}",
+                    os.urandom(32),
+                    "sk_live_Seed",
+                    "Seed",
+                    '["runtime:all"]',
+                    0,
+                    now,
+                    now,
                 )
 
         conn.executemany(
@@ -334,14 +373,22 @@ def seed_keys(db: Path, n: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1, help="gateway and nginx workers")
-    parser.add_argument("--keys", type=int, default=1000, help="keys seeded into the gateway's store")
-    parser.add_argument("--access-log", action="store_true", help="gateway logs every request (log.level=info)")
-    parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--keys", type=int, default=1000, help="keys seeded into the gateway's store"
+    )
+    parser.add_argument(
+        "--access-log", action="store_true", help="gateway logs every request (log.level=info)"
+    )
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs"
+    )
     parser.add_argument("--only", help="comma-separated subset of targets")
     args = parser.parse_args()
 
@@ -353,7 +400,9 @@ def main() -> int:
     bench = Bench(args)
     try:
         if nginx is None:
-            print("cannot run: nginx is not installed and could not be installed (apt-get install nginx-light)")
+            print(
+                "cannot run: nginx is not installed and could not be installed (apt-get install nginx-light)"
+            )
             return 1
         upstream = bench.start_upstream(nginx)
         gateway_url, key, unknown, account = bench.start_gateway(upstream)
@@ -371,7 +420,10 @@ def main() -> int:
             targets["nginx"] = (bench.start_nginx_proxy(nginx, upstream, key, account), key)
         if want("naive"):
             try:
-                targets["naive"] = (bench.start_python("naive_proxy.py", upstream, str(keys_file)), key)
+                targets["naive"] = (
+                    bench.start_python("naive_proxy.py", upstream, str(keys_file)),
+                    key,
+                )
             except RuntimeError as exc:
                 bench.notes.append(f"naive proxy could not start: {exc}")
         if want("gateway"):
@@ -382,7 +434,9 @@ def main() -> int:
             targets["reject"] = (gateway_url, unknown)
         for name, (url, auth) in targets.items():  # sanity: each answers as it should
             expected = 401 if name in ("hello", "reject") else 200
-            req = urllib.request.Request(url + "/api/items", headers={"Authorization": f"Bearer {auth}"} if auth else {})
+            req = urllib.request.Request(
+                url + "/api/items", headers={"Authorization": f"Bearer {auth}"} if auth else {}
+            )
             try:
                 status = urllib.request.urlopen(req, timeout=5).status
             except urllib.error.HTTPError as exc:
@@ -390,9 +444,16 @@ def main() -> int:
             if status != expected:
                 raise RuntimeError(f"{name} answered {status}, expected {expected}")
         results = {name: Result() for name in targets}
-        pinned = f"target on CPU {bench.target_cpus}, wrk+upstream on CPU {bench.load_cpus}" if bench.pin else "not pinned"
-        print(f"{len(targets)} targets, {args.rounds} rounds x {args.duration:g}s, {args.connections} connections, "
-              f"workers={args.workers}, {pinned}", flush=True)
+        pinned = (
+            f"target on CPU {bench.target_cpus}, wrk+upstream on CPU {bench.load_cpus}"
+            if bench.pin
+            else "not pinned"
+        )
+        print(
+            f"{len(targets)} targets, {args.rounds} rounds x {args.duration:g}s, {args.connections} connections, "
+            f"workers={args.workers}, {pinned}",
+            flush=True,
+        )
         for r in range(args.rounds):
             for name, (url, auth) in targets.items():
                 rps, p50, p99, errors = bench.wrk(wrk, url, auth, args.duration, args.connections)
@@ -401,10 +462,15 @@ def main() -> int:
                 res.p50.append(p50)
                 res.p99.append(p99)
                 res.errors.append(errors if name not in ("hello", "reject") else 0)
-            print(f"  round {r + 1}: " + "  ".join(f"{n} {results[n].rps[-1]:,.0f}" for n in targets), flush=True)
+            print(
+                f"  round {r + 1}: " + "  ".join(f"{n} {results[n].rps[-1]:,.0f}" for n in targets),
+                flush=True,
+            )
         if "gateway" in targets:
             rss = [rss_mb(bench.gateway_pid), *children_rss_mb(bench.gateway_pid)]
-            bench.notes.append("gateway RSS after the run: " + ", ".join(f"{r:.0f}" for r in rss) + " MB")
+            bench.notes.append(
+                "gateway RSS after the run: " + ", ".join(f"{r:.0f}" for r in rss) + " MB"
+            )
         report(results, bench.notes)
     finally:
         bench.close()
@@ -415,7 +481,9 @@ def report(results: dict[str, Result], notes: list[str]) -> None:
     print()
     print(f"{'target':8s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s}")
     for name, res in results.items():
-        print(f"{name:8s} {res.median('rps'):10,.0f} {res.median('p50'):8.2f} {res.median('p99'):8.2f} {sum(res.errors):7d}")
+        print(
+            f"{name:8s} {res.median('rps'):10,.0f} {res.median('p50'):8.2f} {res.median('p99'):8.2f} {sum(res.errors):7d}"
+        )
     print()
 
     def ratio(a: str, b: str, what: str = "rps") -> str:

@@ -19,7 +19,14 @@ async def hello(request: web.Request) -> web.Response:
 def main() -> None:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", hello)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None, loop=uvloop.new_event_loop())
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        access_log=None,
+        print=None,
+        loop=uvloop.new_event_loop(),
+    )
 
 
 if __name__ == "__main__":

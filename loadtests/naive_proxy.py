@@ -13,7 +13,17 @@ import aiohttp
 import uvloop
 from aiohttp import web
 
-HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "authorization", "content-length"}
+HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+    "authorization",
+    "content-length",
+}
 
 
 def main() -> None:
@@ -27,16 +37,26 @@ def main() -> None:
 
     async def proxy(request: web.Request) -> web.StreamResponse:
         auth = request.headers.get("Authorization", "")
-        account = keys.get(hashlib.sha256(auth[7:].encode()).digest()) if auth.startswith("Bearer ") else None
+        account = (
+            keys.get(hashlib.sha256(auth[7:].encode()).digest())
+            if auth.startswith("Bearer ")
+            else None
+        )
         if account is None:
             return web.Response(status=401, text="Unauthorized")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
         headers["X-Account-Id"] = account
         async with request.app[session_key].request(
-            request.method, upstream + request.path_qs, headers=headers,
-            data=request.content if request.can_read_body else None, allow_redirects=False,
+            request.method,
+            upstream + request.path_qs,
+            headers=headers,
+            data=request.content if request.can_read_body else None,
+            allow_redirects=False,
         ) as up:
-            resp = web.StreamResponse(status=up.status, headers={k: v for k, v in up.headers.items() if k.lower() not in HOP})
+            resp = web.StreamResponse(
+                status=up.status,
+                headers={k: v for k, v in up.headers.items() if k.lower() not in HOP},
+            )
             await resp.prepare(request)
             async for chunk in up.content.iter_any():
                 await resp.write(chunk)
@@ -51,7 +71,9 @@ def main() -> None:
     app = web.Application()
     app.cleanup_ctx.append(session)
     app.router.add_route("*", "/{tail:.*}", proxy)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop())
+    web.run_app(
+        app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop()
+    )
 
 
 if __name__ == "__main__":

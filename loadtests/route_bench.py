@@ -1,6 +1,6 @@
 """How long route matching takes with hundreds of routes (prints microseconds per match).
 
-    python loadtests/route_bench.py [--routes 500]
+python loadtests/route_bench.py [--routes 500]
 """
 
 from __future__ import annotations
@@ -17,13 +17,21 @@ def build(n: int) -> RouteTable:
     for i in range(n):
         shape = i % 4
         if shape == 0:
-            routes.append({"path": f"/svc{i}/v1/items/{{item_id}}/*", "methods": ["GET", "POST"], "scopes": ["runtime:all"]})
+            routes.append(
+                {
+                    "path": f"/svc{i}/v1/items/{{item_id}}/*",
+                    "methods": ["GET", "POST"],
+                    "scopes": ["runtime:all"],
+                }
+            )
         elif shape == 1:
             routes.append({"path": f"/svc{i}/tool-packs/{{tool_pack_id}}/run"})
         elif shape == 2:
             routes.append({"path": f"/svc{i}/status", "public": True})
         else:
-            routes.append({"path": f"/svc{i}/users/{{registered_user_id}}/*", "scopes": ["management:all"]})
+            routes.append(
+                {"path": f"/svc{i}/users/{{registered_user_id}}/*", "scopes": ["management:all"]}
+            )
     routes.append({"path": "/{tenant}/fallback/*", "scopes": ["runtime:all"]})
     settings = parse_settings({"upstream": {"url": "http://x"}, "routes": routes}, "<bench>")
     return RouteTable(settings.routes)

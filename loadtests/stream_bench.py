@@ -127,8 +127,15 @@ async def run(args: argparse.Namespace) -> None:
                             got += len(chunk)
                 secs = time.monotonic() - started
                 assert got == size
-                grow = f"; gateway RSS {base:.0f} -> peak {rss.peak:.0f} MB (+{rss.peak - base:.0f})" if label == "gateway" else ""
-                print(f"download {args.size_mb} MB {label:8s} {size / secs / 1e6:8.0f} MB/s{grow}", flush=True)
+                grow = (
+                    f"; gateway RSS {base:.0f} -> peak {rss.peak:.0f} MB (+{rss.peak - base:.0f})"
+                    if label == "gateway"
+                    else ""
+                )
+                print(
+                    f"download {args.size_mb} MB {label:8s} {size / secs / 1e6:8.0f} MB/s{grow}",
+                    flush=True,
+                )
             block = b"u" * CHUNK
 
             async def body():  # type: ignore[no-untyped-def]
@@ -143,8 +150,15 @@ async def run(args: argparse.Namespace) -> None:
                         received = (await resp.json())["received"]
                 secs = time.monotonic() - started
                 assert received == size, received
-                grow = f"; gateway RSS {base:.0f} -> peak {rss.peak:.0f} MB (+{rss.peak - base:.0f})" if label == "gateway" else ""
-                print(f"upload   {args.size_mb} MB {label:8s} {size / secs / 1e6:8.0f} MB/s{grow}", flush=True)
+                grow = (
+                    f"; gateway RSS {base:.0f} -> peak {rss.peak:.0f} MB (+{rss.peak - base:.0f})"
+                    if label == "gateway"
+                    else ""
+                )
+                print(
+                    f"upload   {args.size_mb} MB {label:8s} {size / secs / 1e6:8.0f} MB/s{grow}",
+                    flush=True,
+                )
             ttfb: dict[str, list[float]] = {"direct": [], "gateway": []}
             for _ in range(args.sse_samples):
                 for label, url in (("direct", direct), ("gateway", gateway)):
@@ -154,7 +168,9 @@ async def run(args: argparse.Namespace) -> None:
                         ttfb[label].append((time.perf_counter() - started) * 1000)
                         await resp.read()
             d, g = statistics.median(ttfb["direct"]), statistics.median(ttfb["gateway"])
-            print(f"SSE first event: direct {d:.2f} ms, gateway {g:.2f} ms, difference {g - d:.2f} ms (median of {args.sse_samples})")
+            print(
+                f"SSE first event: direct {d:.2f} ms, gateway {g:.2f} ms, difference {g - d:.2f} ms (median of {args.sse_samples})"
+            )
     finally:
         proc.terminate()
         proc.wait(20)
