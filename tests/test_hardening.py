@@ -6,64 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
-from support import Running, make_settings, raw_exchange, running_gateway
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@contextlib.asynccontextmanager
-async def raw_upstream(handler: Handler) -> AsyncIterator[str]:
-    """A deliberately bad upstream: `handler` speaks raw bytes; every connection it leaves open
-    is cancelled and closed when the test ends."""
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def wrapped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        tasks.add(task)
-        try:
-            await handler(reader, writer)
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await writer.wait_closed()
-
-    server = await asyncio.start_server(wrapped, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
-
-
-@contextlib.asynccontextmanager
-async def gateway(tmp_path: Path, url: str, **sections: Any) -> AsyncIterator[tuple[Running, str]]:
-    async with running_gateway(make_settings(tmp_path, url, **sections)) as gw:
-        yield gw, await gw.new_key()
-
-
-async def read_for(reader: asyncio.StreamReader, seconds: float) -> bytes:
-    out = b""
-    try:
-        while True:
-            chunk = await asyncio.wait_for(reader.read(65536), seconds)
-            if not chunk:
-                return out + b"<EOF>"
-            out += chunk
-    except TimeoutError:
-        return out + b"<TIMEOUT>"
-    except ConnectionResetError:
-        return out + b"<RST>"
+from support import Running, gateway, raw_exchange, raw_upstream, read_for
 
 
 def url_of(upstream: TestServer) -> str:

@@ -50,6 +50,7 @@ _AUTH_KEY_COLUMNS = (
     " revoked_at IS NOT NULL"
 )
 _SNAPSHOT_BATCH = 5000
+BUSY_TIMEOUT_MS = 2000
 _ACCOUNT_COLUMNS = "id, name, status, created_at, updated_at"
 
 
@@ -200,9 +201,11 @@ class SQLiteStore:
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
         try:
-            await conn.execute("PRAGMA busy_timeout = 10000")
+            # A locked store answers 503 within two seconds rather than holding requests.
+            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA synchronous = NORMAL")
+            # FULL: an acknowledged revocation survives a power cut, not only a crash.
+            await conn.execute("PRAGMA synchronous = FULL")
             await conn.execute("PRAGMA foreign_keys = ON")
         except BaseException:
             await conn.close()
