@@ -5,12 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
-from support import Running, gateway, raw_exchange, raw_upstream, read_for
+from support import (
+    ADMIN_ENV,
+    ADMIN_TOKEN,
+    SEEN,
+    Running,
+    free_port,
+    gateway,
+    raw_exchange,
+    raw_upstream,
+    read_for,
+    write_config,
+)
 
 
 def url_of(upstream: TestServer) -> str:
@@ -273,27 +289,136 @@ async def test_graceful_drain_tells_busy_clients_to_close(
     )
 
 
-@pytest.mark.parametrize(
-    "raw",
-    [
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc",
-        b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
-        b"GET / HTTP/1.1\nHost: x\n\n",
-        b"GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n",
-        b"GET / HTTP/1.1\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-        b"GET http://evil/ HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: x\r\nContent_Length: 5\r\n\r\n",
-    ],
-)
-async def test_ambiguous_framing_is_400_and_closed(gw: Running, raw: bytes) -> None:
-    reply = await raw_exchange(gw.gateway.data_port, raw)
-    if b"Content_Length" in raw:  # an underscore spelling is not framing; it is never forwarded
-        assert reply.startswith(b"HTTP/1.1 401")
-        return
-    assert reply.startswith(b"HTTP/1.1 400"), reply[:80]
-    assert b"Connection: close" in reply
+# Request-framing cases after llhttp's request test corpus and the aiohttp smuggling advisories
+# (GHSA-gfw2-4jvh-wgfg, GHSA-8qpw-xqxj-h4r2, GHSA-xx9p-xxvh-7g8j, ...). The data plane parses
+# with llhttp in strict mode; the admin port with aiohttp (C parser, or the pure-Python one under
+# AIOHTTP_NO_EXTENSIONS=1 — both are exercised below).
+HEAD_CASES = [
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1_0\r\n\r\nhellohello",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\nhello",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\nhello",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\n Transfer-Encoding: chunked\r\nHost: x\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n\tb\r\n\r\n",
+    b"GET / HTTP/1.1\nHost: x\n\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\n\rX: y\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n",
+    b"GET /a\x00b HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX Y: z\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX<: z\r\n\r\n",
+    b"GET / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET / HTTP/1.1 \r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.10\r\nHost: x\r\n\r\n",
+    b"GET\t/ HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"get / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET http://evil/ HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
+    b"GET * HTTP/1.1\r\nHost: x\r\n\r\n",
+]
+BODY_CASES = [
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nG\r\nxxxx\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nhello\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n",
+]
+
+
+def with_key(raw: bytes, key: str) -> bytes:
+    if b"Host: x\r\n" not in raw:
+        return raw
+    return raw.replace(
+        b"Host: x\r\n", b"Host: x\r\nAuthorization: Bearer " + key.encode() + b"\r\n", 1
+    )
+
+
+@pytest.mark.parametrize("raw", HEAD_CASES)
+async def test_ambiguous_framing_is_refused_and_never_forwarded(
+    gw: Running, upstream: TestServer, raw: bytes
+) -> None:
+    key = await gw.new_key()
+    reply = await raw_exchange(gw.gateway.data_port, with_key(raw, key))
+    head = reply.split(b"\r\n\r\n")[0]
+    assert head.startswith((b"HTTP/1.1 400", b"HTTP/1.1 505")), reply[:80]
+    assert b"Connection: close" in head
+    assert upstream.app[SEEN] == []
+
+
+@pytest.mark.parametrize("raw", BODY_CASES)
+async def test_bad_chunk_framing_cuts_the_exchange_and_no_request_completes(
+    gw: Running, upstream: TestServer, raw: bytes
+) -> None:
+    """The head was valid, so the request streams; the bad chunk ends it there: the upstream
+    connection is dropped mid-request, so it can never read a complete (smuggled) request."""
+    key = await gw.new_key()
+    reply = await raw_exchange(gw.gateway.data_port, with_key(raw, key))
+    assert reply.startswith((b"HTTP/1.1 400", b"HTTP/1.1 502")), reply[:80]
+    assert reply.endswith(b"}") or b"Connection: close" in reply
+    await asyncio.sleep(0.1)
+    assert upstream.app[SEEN] == []  # the upstream's handler never got a whole request
+    assert not gw.gateway.plane.ctx.busy_upstreams
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("no_extensions", ["1", "0"])
+def test_the_admin_port_refuses_the_same_framing_with_either_aiohttp_parser(
+    tmp_path: Path, no_extensions: str
+) -> None:
+    port, admin_port = free_port(), free_port()
+    config = write_config(
+        tmp_path / "gw.toml", "http://127.0.0.1:1", tmp_path / "gw.db", port, admin_port
+    )
+    env = dict(os.environ, **{ADMIN_ENV: ADMIN_TOKEN}, AIOHTTP_NO_EXTENSIONS=no_extensions)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", admin_port), 0.2),
+            ):
+                break
+            time.sleep(0.1)
+        token = f"Authorization: Bearer {ADMIN_TOKEN}\r\n".encode()
+        for raw in HEAD_CASES + BODY_CASES:
+            request = raw.replace(b"POST / ", b"POST /admin/v1/accounts ").replace(
+                b"GET / ", b"GET /admin/v1/accounts "
+            )
+            request = request.replace(b"Host: x\r\n", b"Host: x\r\n" + token, 1)
+            reply = asyncio.run(raw_exchange(admin_port, request, read_timeout=1))
+            status = reply[9:12]
+            assert status.startswith(b"4") or reply == b"", (raw, reply[:80])
+        with sqlite3.connect(tmp_path / "gw.db") as db:
+            assert db.execute("SELECT count(*) FROM accounts").fetchone() == (
+                0,
+            )  # nothing went through
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+async def test_other_http_versions_are_505(gw: Running) -> None:
+    for version in (b"HTTP/2.0", b"HTTP/0.9", b"HTTP/1.2"):
+        reply = await raw_exchange(
+            gw.gateway.data_port, b"GET / " + version + b"\r\nHost: x\r\n\r\n"
+        )
+        assert reply.startswith((b"HTTP/1.1 505", b"HTTP/1.1 400")), (version, reply[:40])

@@ -125,6 +125,14 @@ async def test_a_crashed_worker_is_replaced_and_service_continues(tree: Tree) ->
     await asyncio.sleep(1.0)  # the new worker has loaded its index
     assert set(await statuses_on_fresh_connections(tree.url, key)) == {200}
     assert b"exited with -9; restarting" in tree.log.read_bytes()
+    # a key revoked, then a worker crash: the replacement loads the revocation from the store
+    async with aiohttp.ClientSession() as session:
+        revoked = await tree.mint(session)
+        await tree.admin(session, "POST", f"/admin/v1/keys/{revoked['id']}/revoke")
+    os.kill(worker_pids(tree.process.pid)[0], signal.SIGKILL)
+    await asyncio.sleep(2.5)
+    assert len(worker_pids(tree.process.pid)) == 2
+    assert set(await statuses_on_fresh_connections(tree.url, revoked["key"])) == {401}
 
 
 async def test_sigterm_drains_every_worker_and_keeps_usage(tree: Tree) -> None:

@@ -636,7 +636,10 @@ class ClientConnection(asyncio.Protocol):
         if has_dot_segments(url if q < 0 else url[:q]):
             raise _Rejected(400, "dot_segment_in_path")
         parser = self.parser
-        http11 = parser.get_http_version() == "1.1"
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise _Rejected(505, "http_version_not_supported")
+        http11 = version == "1.1"
         try:
             head = scan_request(self._headers, http11)
         except BadRequest as exc:
