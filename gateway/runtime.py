@@ -13,6 +13,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -31,7 +32,6 @@ from gateway.usage import UsageRecorder
 log = logging.getLogger("gateway")
 
 CHANGE_LOG_RETENTION_US = 24 * 3600 * 1_000_000
-RESTART_ONLY = ("server.host", "server.port", "server.workers", "store", "admin")
 
 
 def tick_interval(settings: Settings) -> float:
@@ -44,6 +44,17 @@ def tick_interval(settings: Settings) -> float:
         settings.upstream.read_timeout,
     )
     return max(0.05, min(0.25, shortest / 4))
+
+
+def reloadable(old: Settings, new: Settings) -> Settings:
+    """`new` as a running process can take it: what only a restart can change (listeners,
+    workers, store, admin) keeps its running value, with a warning for each."""
+    for name in restart_only_changes(old, new):
+        log.warning("reload: %s changed; that takes a restart (keeping the running value)", name)
+    server = replace(
+        new.server, host=old.server.host, port=old.server.port, workers=old.server.workers
+    )
+    return replace(new, server=server, store=old.store, admin=old.admin)
 
 
 def restart_only_changes(old: Settings, new: Settings) -> list[str]:

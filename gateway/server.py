@@ -19,7 +19,7 @@ from gateway.config import Settings, load_settings
 from gateway.dataplane import DataPlane
 from gateway.errors import ConfigError
 from gateway.metrics import Gauges, render
-from gateway.runtime import AdminRuntime, DataPlaneRuntime, restart_only_changes
+from gateway.runtime import AdminRuntime, DataPlaneRuntime, reloadable
 from gateway.store.sqlite import SQLiteStore
 
 log = logging.getLogger("gateway")
@@ -84,11 +84,7 @@ class Gateway:
         return render(m["counters"], gauges)
 
     def reload(self, settings: Settings) -> None:
-        for name in restart_only_changes(self.settings, settings):
-            log.warning(
-                "reload: %s changed; that takes a restart (keeping the running value)", name
-            )
-        settings = keep_restart_only(self.settings, settings)
+        settings = reloadable(self.settings, settings)
         self.settings = settings
         if self.data is not None:
             self.data.reload(settings)
@@ -105,16 +101,6 @@ class Gateway:
         if self.data is not None:
             await self.data.stop()
         await self.store.close()
-
-
-def keep_restart_only(old: Settings, new: Settings) -> Settings:
-    """`new`, with what only a restart can change put back to the running values."""
-    from dataclasses import replace
-
-    server = replace(
-        new.server, host=old.server.host, port=old.server.port, workers=old.server.workers
-    )
-    return replace(new, server=server, store=old.store, admin=old.admin)
 
 
 def read_reload(path: str) -> Settings | None:

@@ -25,8 +25,8 @@ from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.logs import setup_logging
 from gateway.metrics import Gauges, PlaneMetrics, merge, render
-from gateway.runtime import AdminRuntime, DataPlaneRuntime, restart_only_changes
-from gateway.server import keep_restart_only, read_reload, run
+from gateway.runtime import AdminRuntime, DataPlaneRuntime, reloadable
+from gateway.server import read_reload, run
 from gateway.store.sqlite import SQLiteStore
 
 log = logging.getLogger("gateway.supervisor")
@@ -258,11 +258,7 @@ class Supervisor:
         return render(counters, gauges)
 
     def reload(self, settings: Settings) -> None:
-        for name in restart_only_changes(self.settings, settings):
-            log.warning(
-                "reload: %s changed; that takes a restart (keeping the running value)", name
-            )
-        settings = keep_restart_only(self.settings, settings)
+        settings = reloadable(self.settings, settings)
         self.settings = settings
         if self.admin is not None:
             self.admin.reload(settings)

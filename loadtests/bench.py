@@ -390,6 +390,14 @@ def main() -> int:
         "--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs"
     )
     parser.add_argument("--only", help="comma-separated subset of targets")
+    parser.add_argument(
+        "--flood",
+        type=int,
+        default=0,
+        metavar="CONNECTIONS",
+        help="also measure valid gateway traffic while a second wrk floods random well-formed "
+        "unknown keys over this many connections",
+    )
     args = parser.parse_args()
 
     nginx = find_or_install("nginx", "nginx-light")
@@ -466,6 +474,8 @@ def main() -> int:
                 f"  round {r + 1}: " + "  ".join(f"{n} {results[n].rps[-1]:,.0f}" for n in targets),
                 flush=True,
             )
+        if args.flood and "gateway" in targets:
+            flood_report(bench, wrk, gateway_url, key, args)
         if "gateway" in targets:
             rss = [rss_mb(bench.gateway_pid), *children_rss_mb(bench.gateway_pid)]
             bench.notes.append(
@@ -475,6 +485,46 @@ def main() -> int:
     finally:
         bench.close()
     return 0
+
+
+def flood_report(bench: Bench, wrk: str, url: str, key: str, args: argparse.Namespace) -> None:
+    """Valid traffic alone, then the same valid traffic during a flood of random unknown keys."""
+    keys = [unknown_key_random() for _ in range(10000)]
+    script = bench.tmp / "flood.lua"
+    script.write_text(
+        "keys = {" + ",".join(f'"{k}"' for k in keys) + "}\n"
+        "i = 0\n"
+        "request = function()\n"
+        "  i = i + 1\n"
+        '  return wrk.format("GET", "/api/items", {["Authorization"] = "Bearer " .. keys[(i % #keys) + 1]})\n'
+        "end\n"
+    )
+    duration = max(1, round(args.duration))
+    flood_cmd = [wrk, "-t1", f"-c{args.flood}", f"-d{duration + 2}s", "-s", str(script), url]
+    if bench.load_cpus:
+        flood_cmd = ["taskset", "-c", bench.load_cpus, *flood_cmd]
+    alone, flooded, flood_rps = Result(), Result(), []
+    for _ in range(args.rounds):
+        rps, p50, p99, _ = bench.wrk(wrk, url, key, duration, args.connections)
+        alone.rps.append(rps), alone.p50.append(p50), alone.p99.append(p99)
+        flood = subprocess.Popen(flood_cmd, stdout=subprocess.PIPE, text=True)
+        time.sleep(1)
+        rps, p50, p99, _ = bench.wrk(wrk, url, key, duration, args.connections)
+        flooded.rps.append(rps), flooded.p50.append(p50), flooded.p99.append(p99)
+        out, _ = flood.communicate(timeout=duration + 30)
+        flood_rps.append(parse_wrk(out)[0])
+    print()
+    print(f"flood: {args.flood} connections of random well-formed unknown keys ({statistics.median(flood_rps):,.0f} rejected/s)")
+    print(f"  valid alone    {alone.median('rps'):10,.0f} req/s  p50 {alone.median('p50'):.2f} ms  p99 {alone.median('p99'):.2f} ms")
+    print(f"  valid + flood  {flooded.median('rps'):10,.0f} req/s  p50 {flooded.median('p50'):.2f} ms  p99 {flooded.median('p99'):.2f} ms")
+    print(f"  latency ratio  p50 {flooded.median('p50') / alone.median('p50'):.2f}x  p99 {flooded.median('p99') / alone.median('p99'):.2f}x   (target <= 2)")
+
+
+def unknown_key_random() -> str:
+    from gateway.keys import BASE62, checksum
+
+    body = "sk_live_" + "".join(BASE62[b % 62] for b in os.urandom(82))
+    return body + checksum(body)
 
 
 def report(results: dict[str, Result], notes: list[str]) -> None:

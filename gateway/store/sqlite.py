@@ -470,18 +470,35 @@ class SQLiteStore:
         if status is not None:
             where.append("status = ?")
             params.append(status)
+        rows, nxt = await self._newest_first(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts", where, params, cursor, limit, created=3
+        )
+        return [_account(r) for r in rows], nxt
+
+    async def _newest_first(
+        self,
+        select: str,
+        where: list[str],
+        params: list[Any],
+        cursor: str | None,
+        limit: int,
+        *,
+        created: int,
+    ) -> tuple[list[Any], str | None]:
+        """One page of `select` (id first, created_at at column `created`), newest first,
+        keyset-paginated on (created_at, id)."""
         if cursor:
-            created, ident = decode_cursor(cursor, (int, str))
-            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
-            params += [created, created, ident]
-        sql = f"SELECT {_ACCOUNT_COLUMNS} FROM accounts"
+            after, ident = decode_cursor(cursor, (int, str))
+            where = [*where, "(created_at < ? OR (created_at = ? AND id < ?))"]
+            params = [*params, after, after, ident]
+        sql = select
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         rows = await self._all(sql, [*params, limit + 1])
-        items = [_account(r) for r in rows[:limit]]
-        nxt = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
-        return items, nxt
+        page = rows[:limit]
+        nxt = encode_cursor(page[-1][created], page[-1][0]) if len(rows) > limit else None
+        return page, nxt
 
     async def update_account(
         self, account_id: str, *, name: str | None, status: str | None, actor: Actor
@@ -631,18 +648,10 @@ class SQLiteStore:
             else:
                 where.append("revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)")
                 params.append(now)
-        if cursor:
-            created, ident = decode_cursor(cursor, (int, str))
-            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
-            params += [created, created, ident]
-        sql = f"SELECT {_KEY_COLUMNS} FROM api_keys"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-        rows = await self._all(sql, [*params, limit + 1])
-        items = [_key_record(r) for r in rows[:limit]]
-        nxt = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
-        return items, nxt
+        rows, nxt = await self._newest_first(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys", where, params, cursor, limit, created=11
+        )
+        return [_key_record(r) for r in rows], nxt
 
     async def update_key(
         self, key_id: str, changes: dict[str, str | None], actor: Actor
