@@ -26,6 +26,8 @@ def resolve_expiry(
 ) -> int | None:
     """expires_in (seconds from now) or expires_at (RFC 3339, null = never), never both;
     neither: `default`."""
+    if expires_in is None:
+        sent = sent - {"expires_in"}  # an explicit null is the same as leaving it out
     if "expires_at" in sent and "expires_in" in sent:
         raise ValidationError(
             [{"field": "expires_in", "message": "give expires_at or expires_in, not both"}]

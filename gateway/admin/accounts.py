@@ -74,10 +74,7 @@ async def get_account(request: web.Request) -> web.Response:
 
 
 async def update_account(request: web.Request) -> web.Response:
-    body, sent = await parse_body(request, AccountUpdate)
-    for field in ("name", "status"):
-        if field in sent and getattr(body, field) is None:
-            raise ValidationError([{"field": field, "message": "cannot be null"}])
+    body, _ = await parse_body(request, AccountUpdate)  # null is refused by the schema
     account = await request.app[STORE].update_account(
         request.match_info["account_id"],
         name=body.name,

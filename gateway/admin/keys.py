@@ -102,9 +102,7 @@ async def get_key(request: web.Request) -> web.Response:
 
 
 async def update_key(request: web.Request) -> web.Response:
-    body, sent = await parse_body(request, KeyUpdate)
-    if "name" in sent and body.name is None:
-        raise ValidationError([{"field": "name", "message": "cannot be null"}])
+    body, sent = await parse_body(request, KeyUpdate)  # a null name is refused by the schema
     changes: dict[str, str | None] = {
         field: getattr(body, field) for field in ("name", "description") if field in sent
     }

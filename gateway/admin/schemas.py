@@ -54,9 +54,19 @@ class AccountCreate(Body):
     provision_production_key: bool = True
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 class AccountUpdate(Body):
-    name: str | None = Field(default=None, min_length=1, max_length=255)
-    status: Literal["active", "deactivated"] | None = None
+    # Optional but never null: a PATCH leaves out what it does not change.
+    name: str = Field(  # type: ignore[assignment]
+        default=None, min_length=1, max_length=255, json_schema_extra=_no_default
+    )
+    status: Literal["active", "deactivated"] = Field(
+        default=None,  # type: ignore[arg-type]
+        json_schema_extra=_no_default,
+    )
 
 
 class KeyCreate(Body):
@@ -87,8 +97,10 @@ class ChildKeyCreate(Body):
 
 
 class KeyUpdate(Body):
-    name: str | None = Field(default=None, min_length=1, max_length=255)
-    description: str | None = Field(default=None, max_length=2000)
+    name: str = Field(  # type: ignore[assignment]
+        default=None, min_length=1, max_length=255, json_schema_extra=_no_default
+    )
+    description: str | None = Field(default=None, max_length=2000)  # null clears it
 
 
 class OriginCreate(Body):

@@ -205,7 +205,9 @@ def scan_request(headers: Sequence[Header], http11: bool) -> RequestHead:
     if auths > 1:
         head.authorization = b""  # ambiguous credentials never authenticate
     if head.connection_tokens:
-        listed = {t for t in head.connection_tokens if t not in (b"close", b"keep-alive")}
+        listed = {
+            normalise_name(t) for t in head.connection_tokens if t not in (b"close", b"keep-alive")
+        }
         if listed:
             head.kept = [p for p in kept if normalise_name(p[0]) not in listed]
     return head
