@@ -514,10 +514,18 @@ def flood_report(bench: Bench, wrk: str, url: str, key: str, args: argparse.Name
         out, _ = flood.communicate(timeout=duration + 30)
         flood_rps.append(parse_wrk(out)[0])
     print()
-    print(f"flood: {args.flood} connections of random well-formed unknown keys ({statistics.median(flood_rps):,.0f} rejected/s)")
-    print(f"  valid alone    {alone.median('rps'):10,.0f} req/s  p50 {alone.median('p50'):.2f} ms  p99 {alone.median('p99'):.2f} ms")
-    print(f"  valid + flood  {flooded.median('rps'):10,.0f} req/s  p50 {flooded.median('p50'):.2f} ms  p99 {flooded.median('p99'):.2f} ms")
-    print(f"  latency ratio  p50 {flooded.median('p50') / alone.median('p50'):.2f}x  p99 {flooded.median('p99') / alone.median('p99'):.2f}x   (target <= 2)")
+    print(
+        f"flood: {args.flood} connections of random well-formed unknown keys ({statistics.median(flood_rps):,.0f} rejected/s)"
+    )
+    print(
+        f"  valid alone    {alone.median('rps'):10,.0f} req/s  p50 {alone.median('p50'):.2f} ms  p99 {alone.median('p99'):.2f} ms"
+    )
+    print(
+        f"  valid + flood  {flooded.median('rps'):10,.0f} req/s  p50 {flooded.median('p50'):.2f} ms  p99 {flooded.median('p99'):.2f} ms"
+    )
+    print(
+        f"  latency ratio  p50 {flooded.median('p50') / alone.median('p50'):.2f}x  p99 {flooded.median('p99') / alone.median('p99'):.2f}x   (target <= 2)"
+    )
 
 
 def unknown_key_random() -> str:
