@@ -145,6 +145,16 @@ class KeyChurn(FastHttpUser):
             r.success()
             return int(r.status_code)
 
+    @staticmethod
+    def violation(name: str, message: str) -> None:
+        events.request.fire(
+            request_type="CHURN",
+            name=name,
+            response_time=0,
+            response_length=0,
+            exception=AssertionError(message),
+        )
+
     @task
     def churn(self) -> None:
         account_id = STATE.get("account_id")
@@ -152,39 +162,15 @@ class KeyChurn(FastHttpUser):
             return
         created = admin("POST", "/admin/v1/keys", {"account_id": account_id, "name": "churn"})
         if self.status(created["key"], "churn: new key") != 200:
-            events.request.fire(
-                request_type="CHURN",
-                name="new key works",
-                response_time=0,
-                response_length=0,
-                exception=AssertionError("new key refused"),
-            )
+            self.violation("new key works", "new key refused")
         regenerated = admin("POST", f"/admin/v1/keys/{created['id']}/regenerate")
         if self.status(created["key"], "churn: old secret") != 401:
-            events.request.fire(
-                request_type="CHURN",
-                name="old secret dead",
-                response_time=0,
-                response_length=0,
-                exception=AssertionError("old secret still works after regenerate"),
-            )
+            self.violation("old secret dead", "old secret still works after regenerate")
         if self.status(regenerated["key"], "churn: regenerated") != 200:
-            events.request.fire(
-                request_type="CHURN",
-                name="regenerated works",
-                response_time=0,
-                response_length=0,
-                exception=AssertionError("regenerated key refused"),
-            )
+            self.violation("regenerated works", "regenerated key refused")
         admin("POST", f"/admin/v1/keys/{created['id']}/revoke")
         if self.status(regenerated["key"], "churn: revoked") != 401:
-            events.request.fire(
-                request_type="CHURN",
-                name="revoked dead",
-                response_time=0,
-                response_length=0,
-                exception=AssertionError("revoked key still works"),
-            )
+            self.violation("revoked dead", "revoked key still works")
 
 
 class StreamReader(FastHttpUser):

@@ -422,3 +422,62 @@ async def test_other_http_versions_are_505(gw: Running) -> None:
             gw.gateway.data_port, b"GET / " + version + b"\r\nHost: x\r\n\r\n"
         )
         assert reply.startswith((b"HTTP/1.1 505", b"HTTP/1.1 400")), (version, reply[:40])
+
+
+async def test_a_slowloris_head_gets_408_and_an_idle_keep_alive_is_closed(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    server = {"header_timeout": 0.5, "keepalive_timeout": 0.5}
+    async with gateway(tmp_path, str(upstream.make_url("")).rstrip("/"), server=server) as (
+        gw,
+        key,
+    ):
+        port = gw.gateway.data_port
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # and then nothing more
+        out = await read_for(reader, 3)
+        writer.close()
+        assert out.startswith(b"HTTP/1.1 408") and out.endswith((b"<EOF>", b"<RST>"))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET /x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode())
+        out = await read_for(reader, 3)  # answered, then closed once idle for 0.5 s
+        writer.close()
+        assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"<EOF>")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        out = await read_for(reader, 3)  # a connection that never sends a byte
+        writer.close()
+        assert out == b"<EOF>"
+
+
+async def test_unknown_keys_are_refused_without_touching_the_store(gw: Running) -> None:
+    """Every key is in memory: an unknown digest is simply absent, whatever the flood."""
+    from gateway.keys import checksum
+
+    known = await gw.new_key()
+    async with gw.session.get(gw.url + "/x", headers={"Authorization": f"Bearer {known}"}) as resp:
+        assert resp.status == 200  # the index has caught up with the new key
+    statements: list[str] = []
+    store = gw.gateway.store
+    connections = [store._reader, store._index_reader, store._writer]
+    for conn in connections:
+        assert conn is not None
+        await conn.set_trace_callback(statements.append)
+    try:
+        for i in range(300):
+            body = "sk_live_" + f"{i:04d}" * 20 + "AA"
+            async with gw.session.get(
+                gw.url + "/x", headers={"Authorization": f"Bearer {body + checksum(body)}"}
+            ) as resp:
+                assert resp.status == 401
+        async with gw.session.get(
+            gw.url + "/x", headers={"Authorization": f"Bearer {known}"}
+        ) as resp:
+            assert resp.status == 200
+    finally:
+        for conn in connections:
+            assert conn is not None
+            await conn.set_trace_callback(None)
+    # only the once-a-second change-log poll may have run; no query per request
+    per_request = [s for s in statements if "max(seq)" not in s]
+    assert per_request == []
+    assert len(statements) <= 3
