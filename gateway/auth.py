@@ -13,6 +13,9 @@ from gateway.keys import KEY_LENGTH, has_valid_checksum
 
 MISSING = "missing"
 DUPLICATE = "duplicate_header"
+# What the header scan hands over when a request carries Authorization more than once: a NUL
+# can never be in a parsed header value, so this cannot collide with anything a client sent.
+AMBIGUOUS_CREDENTIALS = b"\x00duplicate"
 SCHEME = "scheme"
 EMPTY = "empty"
 LENGTH = "length"
@@ -37,6 +40,8 @@ def authenticate(
     """
     if value is None:
         return None, MISSING
+    if value == AMBIGUOUS_CREDENTIALS:
+        return None, DUPLICATE
     if not value.startswith(_SCHEME):
         return None, SCHEME
     token = value[_SCHEME_LEN:]

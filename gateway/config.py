@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
@@ -151,8 +151,6 @@ def parse_upstream_url(url: str) -> UpstreamTarget:
 
 # -- loading --------------------------------------------------------------------------------
 
-T = TypeVar("T")
-
 
 class _Section:
     """Reads one TOML table, remembering which keys were consumed so leftovers are errors."""
@@ -226,14 +224,6 @@ class _Section:
             return v
 
         return self.get(key, "a string", default, check)
-
-    def string_list(self, key: str, default: Any) -> Any:
-        def check(v: Any) -> tuple[str, ...]:
-            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-                raise _Invalid()
-            return tuple(v)
-
-        return self.get(key, "a list of strings", default, check)
 
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.seen)

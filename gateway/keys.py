@@ -99,9 +99,3 @@ def key_last(key: str) -> str:
 def mask(prefix_part: str, last: str) -> str:
     """`sk_live_AbC...9f8e`: safe to show in lists and logs."""
     return f"{prefix_part}...{last}"
-
-
-def display_prefix(raw: bytes, prefix: str) -> str:
-    """The loggable prefix of something presented as a key (never more than `key_prefix`)."""
-    cut = raw[: len(prefix) + 6 + PREFIX_BODY_CHARS]
-    return cut.decode("ascii", "replace") if cut.isascii() else "<non-ascii>"

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -226,6 +226,3 @@ def bound_port(server: asyncio.AbstractServer) -> int:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             return int(sock.getsockname()[1])
     return 0
-
-
-Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]

@@ -25,7 +25,6 @@ class IndexSync:
     def __init__(self, store: Store, index: KeyIndex, revision: RevisionCounter) -> None:
         self.store = store
         self.index = index
-        self._revision = revision
         self._read = revision.read
         self.seen = revision.read()
         self._task: asyncio.Task[None] | None = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from gateway.store.base import Store
 
@@ -18,7 +17,6 @@ class UsageRecorder:
         self.interval = interval
         self._pending: dict[str, tuple[float, str, bytes | None]] = {}
         self.oldest_pending = 0.0
-        self.last_flush_ok = time.time()
 
     def record(self, key_id: str, now: float, ip: str, user_agent: bytes | None) -> None:
         pending = self._pending
@@ -46,7 +44,6 @@ class UsageRecorder:
         ]
         try:
             await self.store.record_usage(rows)
-            self.last_flush_ok = time.time()
         except BaseException as exc:  # cancelled at shutdown too: the final flush retries it
             if not isinstance(exc, asyncio.CancelledError):
                 log.warning("usage flush failed, will retry: %s", exc)

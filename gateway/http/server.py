@@ -50,13 +50,11 @@ PAUSE_BODY = 2  # the upstream is not connected yet and the buffered body is lar
 PAUSE_UPSTREAM = 4  # the upstream's socket buffer is full
 PAUSE_DISPATCH = 8  # dispatch is waiting (e.g. for the key index to catch up)
 PAUSE_WRITE = 16  # the client is not reading what we write: read no further requests from it
-PAUSE_NONE = 0
 # A read's worth of slack over the head limits for the coarse guard in data_received.
 HEAD_GUARD_SLACK = 256 * 1024
 
 BODY_BUFFER_LIMIT = 256 * 1024
 DISCARD_LIMIT = 1024 * 1024  # request body bytes read and dropped after an early response
-ACCEPT_RETRY = 0.0
 
 
 class Handler(Protocol):
@@ -144,7 +142,6 @@ class Exchange:
         "head_request",
         "http11",
         "keep_alive",
-        "log_fields",
         "method",
         "path",
         "principal",
@@ -205,7 +202,6 @@ class Exchange:
         self.bytes_out = 0
         self.principal: KeyEntry | None = None
         self.reason: str | None = None
-        self.log_fields: dict[str, object] | None = None
 
     # -- request body, from the client -------------------------------------------------------
 
@@ -790,7 +786,7 @@ class ClientConnection(asyncio.Protocol):
                 self.close()
             return
         reading = self._reading
-        waiting_on_us = self._paused & ~PAUSE_NONE  # any pause of ours: not the client's fault
+        waiting_on_us = self._paused  # any pause of ours: not the client's fault
         if (
             reading is not None
             and not waiting_on_us
@@ -855,6 +851,3 @@ class _RejectedExchange(Exchange):
         self.reason = reason
         self.finished = True
         self.request_done = self.response_done = True
-
-
-ProtocolFactory = Callable[[], ClientConnection]

@@ -9,6 +9,8 @@ import re
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 
+from gateway.auth import AMBIGUOUS_CREDENTIALS
+
 Header = tuple[bytes, bytes]
 
 # RFC 9110 7.6.1 hop-by-hop headers, plus the legacy ones every proxy drops.
@@ -36,8 +38,6 @@ IDENTITY = frozenset(
         b"x-request-id",
     }
 )
-
-FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:@+=/-]{0,127}")
 
@@ -203,7 +203,7 @@ def scan_request(headers: Sequence[Header], http11: bool) -> RequestHead:
     if head.chunked and not http11:
         raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
     if auths > 1:
-        head.authorization = b""  # ambiguous credentials never authenticate
+        head.authorization = AMBIGUOUS_CREDENTIALS  # never authenticates; logged as such
     if head.connection_tokens:
         listed = {
             normalise_name(t) for t in head.connection_tokens if t not in (b"close", b"keep-alive")
@@ -285,10 +285,6 @@ def status_line(status: int, reason: bytes | None = None) -> bytes:
 
 def body_allowed(status: int, head_request: bool) -> bool:
     return not (head_request or status < 200 or status in (204, 304))
-
-
-def chunk(data: bytes) -> tuple[bytes, bytes, bytes]:
-    return (b"%x\r\n" % len(data), data, b"\r\n")
 
 
 LAST_CHUNK = b"0\r\n\r\n"
