@@ -7,8 +7,10 @@ the plaintext of a key is printed once, when it is created or regenerated.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -99,10 +101,30 @@ def _paging(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="follow next_cursor to the end")
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is reported, never followed: following it would hand the admin token to
+    whatever host the Location names."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class Client:
     def __init__(self, url: str, token: str) -> None:
         self.url = url.rstrip("/")
         self.token = token
+        self._opener = urllib.request.build_opener(_NoRedirects)
+        try:
+            parts = urllib.parse.urlsplit(self.url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            _ = parts.port  # ValueError for a port that is not a number
+        except ValueError:
+            valid = False
+        if not valid:
+            raise CliError(
+                f"--url must be an http:// or https:// URL such as {DEFAULT_URL}, "
+                f"got {_safe(url)!r}"
+            )
 
     def call(
         self,
@@ -110,50 +132,106 @@ class Client:
         path: str,
         body: dict[str, Any] | None = None,
         query: dict[str, Any] | None = None,
+        expect: tuple[str, ...] = ("id",),
     ) -> Any:
+        """The decoded JSON answer; `expect` names the fields an object answer must have."""
         url = self.url + path
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http(s) only
+        try:
+            request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
+        except ValueError as exc:
+            raise CliError(f"invalid admin API URL: {_safe(str(exc))}") from None
         request.add_header("Authorization", f"Bearer {self.token}")
         if data is not None:
             request.add_header("Content-Type", "application/json")
-        if not url.startswith(("http://", "https://")):
-            raise CliError(f"--url must be http:// or https://, got {self.url}")
+        where = _safe(self.url)
         try:
-            with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
+            with self._opener.open(request, timeout=30) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             raise CliError(_describe_error(exc)) from None
         except urllib.error.URLError as exc:
-            raise CliError(f"cannot reach the admin API at {self.url}: {exc.reason}") from None
+            raise CliError(
+                f"cannot reach the admin API at {where}: {_safe(str(exc.reason))}"
+            ) from None
         except TimeoutError:
-            raise CliError(f"the admin API at {self.url} did not answer in time") from None
-        return json.loads(raw) if raw else None
+            raise CliError(f"the admin API at {where} did not answer in time") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise CliError(
+                f"the admin API at {where} broke off the exchange: {_safe(type(exc).__name__)}"
+            ) from None
+        if not raw:
+            if method == "DELETE":
+                return None
+            raise CliError(f"the admin API at {where} answered nothing")
+        try:
+            result = json.loads(raw)
+        except ValueError:
+            raise CliError(
+                f"the admin API at {where} answered something that is not JSON"
+            ) from None
+        if not isinstance(result, dict) or not all(k in result for k in expect):
+            raise CliError(_unknown_shape(where))
+        return result
 
     def pages(self, path: str, query: dict[str, Any], follow: bool) -> tuple[list[Any], str | None]:
         items: list[Any] = []
         while True:
-            page = self.call("GET", path, query=query)
+            page = self.call("GET", path, query=query, expect=("data", "next_cursor"))
+            if not isinstance(page["data"], list) or not all(
+                isinstance(i, dict) for i in page["data"]
+            ):
+                raise CliError(_unknown_shape(_safe(self.url)))
             items += page["data"]
             if not follow or not page["next_cursor"]:
                 return items, page["next_cursor"]
             query = {**query, "cursor": page["next_cursor"]}
 
 
+def _unknown_shape(where: str) -> str:
+    return (
+        f"the admin API at {where} answered in a shape this client does not know: "
+        "is --url the gateway's admin port?"
+    )
+
+
 def _describe_error(exc: urllib.error.HTTPError) -> str:
-    raw = exc.read()
+    if 300 <= exc.code < 400:
+        location = _safe(exc.headers.get("Location") or "nowhere")
+        return (
+            f"the admin API answered a redirect ({exc.code} to {location}); not followed, so "
+            "the admin token was not sent there: check --url"
+        )
+    raw = exc.read(65536)
     if exc.code == 401:
         return f"unauthorized: check {TOKEN_ENV}"
     try:
         problem = json.loads(raw)
     except ValueError:
         return f"HTTP {exc.code}"
-    lines = [f"{problem.get('title', 'error')} ({exc.code}): {problem.get('detail', '')}"]
-    for err in problem.get("errors") or []:
-        lines.append(f"  {err.get('field') or 'body'}: {err.get('message')}")
+    if not isinstance(problem, dict):
+        return f"HTTP {exc.code}"
+    title, detail = _safe(problem.get("title", "error")), _safe(problem.get("detail", ""))
+    lines = [f"{title} ({exc.code}): {detail}"]
+    errors = problem.get("errors")
+    for err in errors if isinstance(errors, list) else []:
+        if isinstance(err, dict):
+            lines.append(f"  {_safe(err.get('field') or 'body')}: {_safe(err.get('message'))}")
     return "\n".join(lines)
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _safe(value: Any) -> str:
+    """Text for a terminal: C0, DEL and C1 controls shown escaped (`\\x1b`), so nothing an API
+    client stored (a key name, say) can move the cursor, erase lines or retitle the window."""
+    text = str(value)
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
@@ -174,17 +252,19 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, list):
-        return ",".join(map(str, value)) or "-"
+        return _safe(",".join(map(str, value))) or "-"
     if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"))
+        return json.dumps(value, separators=(",", ":"))  # escapes every control character
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value)
+    return _safe(value)
 
 
 def _details(obj: dict[str, Any]) -> str:
-    width = max(len(k) for k in obj)
-    return "\n".join(f"{k.ljust(width)}  {_cell(v)}" for k, v in obj.items() if k != "key")
+    if not obj:
+        return "(empty)"
+    width = max(len(_safe(k)) for k in obj)
+    return "\n".join(f"{_safe(k).ljust(width)}  {_cell(v)}" for k, v in obj.items() if k != "key")
 
 
 KEY_COLUMNS = (
@@ -211,7 +291,8 @@ def _show_key(key: dict[str, Any]) -> str:
     text = _details(key)
     if key.get("key"):
         text += (
-            f"\n\nkey: {key['key']}\n(shown once: store it now; the gateway keeps only its hash)"
+            f"\n\nkey: {_safe(key['key'])}\n"
+            "(shown once: store it now; the gateway keeps only its hash)"
         )
     return text
 
@@ -221,9 +302,12 @@ def run(args: argparse.Namespace) -> int:
     if not token:
         print(f"gateway admin: set {TOKEN_ENV} to the admin token", file=sys.stderr)
         return 2
-    client = Client(args.url, token)
     try:
-        result, text = _dispatch(client, args)
+        client = Client(args.url, token)
+        try:
+            result, text = _dispatch(client, args)
+        except (KeyError, TypeError, AttributeError, IndexError):
+            raise CliError(_unknown_shape(_safe(client.url))) from None
     except CliError as exc:
         print(f"gateway admin: {exc}", file=sys.stderr)
         return 1
@@ -299,7 +383,7 @@ def _dispatch(c: Client, a: argparse.Namespace) -> tuple[Any, str]:
             key = c.call("GET", path)
         elif act == "delete":
             c.call("DELETE", path)
-            return None, f"deleted {a.key_id}"
+            return None, f"deleted {_safe(a.key_id)}"
         else:
             key = c.call("POST", f"{path}/{act}")
         return key, _show_key(key)
@@ -311,10 +395,10 @@ def _dispatch(c: Client, a: argparse.Namespace) -> tuple[Any, str]:
                 items, (("origin", "ORIGIN"), ("created_at", "ADDED"))
             )
         if act == "add":
-            added = c.call("POST", path, {"origin": a.origin})
-            return added, f"allowed {added['origin']}"
+            added = c.call("POST", path, {"origin": a.origin}, expect=("origin",))
+            return added, f"allowed {_safe(added['origin'])}"
         c.call("DELETE", f"{path}/{q(a.origin, safe='')}")
-        return None, f"removed {a.origin}"
+        return None, f"removed {_safe(a.origin)}"
     query = {
         "account_id": a.account_id,
         "environment": a.environment,
@@ -328,4 +412,4 @@ def _dispatch(c: Client, a: argparse.Namespace) -> tuple[Any, str]:
 
 
 def _more(cursor: str | None) -> str:
-    return f"\n(more: --cursor {cursor} or --all)" if cursor else ""
+    return f"\n(more: --cursor {_safe(cursor)} or --all)" if cursor else ""

@@ -16,11 +16,23 @@ _PORT = re.compile(r"[1-9][0-9]{0,4}")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
 
 
+def _ipv6_host(text: str) -> str:
+    """`[::1]` for `0:0::1`: one spelling per address (RFC 5952), so equal addresses compare
+    equal. ValueError for anything else, zone ids (`fe80::1%eth0`) included: no URL a browser
+    sends can name one, so such an entry could never match."""
+    if "%" in text:
+        raise ValueError("must not carry a zone id")
+    return f"[{ipaddress.IPv6Address(text).compressed}]"
+
+
 def split_entry(entry: str) -> tuple[str, int | None]:
     """(host, port or None) of a normalised entry."""
     if entry.startswith("["):
         host, _, rest = entry.partition("]")
-        host += "]"
+        try:
+            host = _ipv6_host(host[1:])
+        except ValueError:  # stored by an older release (a zone id): it can match nothing
+            return "", None
         return host, int(rest[1:]) if rest else None
     host, sep, port = entry.partition(":")
     return host, int(port) if sep else None
@@ -53,10 +65,9 @@ def url_origin(url: str) -> tuple[str, str, int] | None:
         if not bracket:
             return None
         try:
-            ipaddress.IPv6Address(host[1:])
+            host = _ipv6_host(host[1:])
         except ValueError:
             return None
-        host += "]"
         if port_text and not port_text.startswith(":"):
             return None
         port_text = port_text[1:]
@@ -98,14 +109,32 @@ def origin_allowed(url: str, entries: frozenset[str]) -> bool:
     return False
 
 
+def fold_param_name(name: str) -> str:
+    """The name a lenient framework files a query key under: PHP turns `.` and spaces (and so
+    `+`) into `_` and drops leading spaces; PHP, Rails and Express's `qs` read `name[]`,
+    `name[0]` and `name[a]` as `name`; ASP.NET ignores case."""
+    name = name.lstrip(" ").split("[", 1)[0]
+    return name.translate(_FOLD).lower()
+
+
+_FOLD = str.maketrans({".": "_", " ": "_", "+": "_"})
+
+
 def callback_values(query: bytes, name: str) -> list[str] | None:
     """Every value the query gives `name`, read the ways upstream frameworks read queries
-    (`&`, and `;` too). None when it is given more than once: ambiguous, so refused."""
+    (`&`, and `;` too). None when it is ambiguous, so refused: given more than once, or under
+    a spelling that some framework files under `name` (`name[]`, `name.x`, `Name`, ...)."""
     text = query.decode("utf-8", "replace")
     readings = [text, text.replace(";", "&")] if ";" in text else [text]
+    folded = fold_param_name(name)
     found: set[str] = set()
     for reading in readings:
-        values = [v for k, v in parse_qsl(reading, keep_blank_values=True) if k == name]
+        values = []
+        for key, value in parse_qsl(reading, keep_blank_values=True):
+            if key == name:
+                values.append(value)
+            elif fold_param_name(key) == folded:
+                return None
         if len(values) > 1:
             return None
         found.update(values)
@@ -136,15 +165,15 @@ def normalise_entry(text: str) -> str:
         raise ValueError("must not contain whitespace")
     if entry.startswith("["):
         host, _, port = entry.partition("]")
-        host = host[1:]
+        if "%" in host:
+            raise ValueError("must not carry an IPv6 zone id (%...): no URL can name one")
         try:
-            ipaddress.IPv6Address(host)
+            host = _ipv6_host(host[1:])
         except ValueError:
             raise ValueError("has an invalid IPv6 address") from None
         if port and not port.startswith(":"):
             raise ValueError("must be host or host:port")
         port = port[1:]
-        host = f"[{host}]"
     else:
         host, _, port = entry.partition(":")
         if host.endswith("."):

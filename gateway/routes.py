@@ -126,13 +126,34 @@ _DOTS = frozenset(
 )
 
 
+_PARAMS = re.compile(rb";|%3[bB]")
+
+
 def has_dot_segments(raw_path: bytes) -> bool:
-    """A `.` or `..` segment in any spelling (`%2e`, behind `%2F` or a backslash). Matching
-    sees a path with them resolved but the upstream gets the raw bytes, and may resolve them
-    differently, so such requests are refused rather than guessed at."""
+    """A `.` or `..` segment in any spelling (`%2e`, behind `%2F` or a backslash, followed by a
+    `;` path parameter). Matching sees a path with them resolved but the upstream gets the raw
+    bytes, and may resolve them differently, so such requests are refused rather than guessed
+    at."""
     if b"." not in raw_path and b"%2" not in raw_path:
         return False
-    return any(part in _DOTS for part in _SEPARATORS.split(raw_path))
+    for part in _SEPARATORS.split(raw_path):
+        if part in _DOTS or (
+            (b";" in part or b"%3" in part) and _PARAMS.split(part, 1)[0] in _DOTS
+        ):
+            return True
+    return False
+
+
+def _without_params(segments: list[bytes]) -> list[bytes]:
+    """The servlet reading: each segment cut at its first `;` (decoded or not); segments that
+    become empty are dropped, as Tomcat merges the slashes around them."""
+    out = []
+    for seg in segments:
+        if b";" in seg or b"%3" in seg:
+            seg = _PARAMS.split(seg, 1)[0]
+        if seg:
+            out.append(seg)
+    return out
 
 
 class RouteTable:
@@ -164,15 +185,17 @@ class RouteTable:
         """The routes this request falls under: one reading normally, both readings of an
         ambiguous path (deduplicated; a reading that matched nothing counts as the
         "no route" marker, which is never public). Empty: no route matched."""
-        readings = [self._first(method, normalise(raw_path))]
+        paths = [normalise(raw_path)]
         if (b"%" in raw_path or b"\\" in raw_path) and _AMBIGUOUS.search(raw_path):
-            readings.append(self._first(method, normalise(raw_path, split_encoded_slashes=True)))
+            paths.append(normalise(raw_path, split_encoded_slashes=True))
         if b"//" in raw_path:  # an upstream may not merge slashes: read them as empty segments
-            readings.append(self._first(method, raw_path.split(b"/")[1:]))
+            paths.append(raw_path.split(b"/")[1:])
+        if b";" in raw_path or (b"%3" in raw_path and _PARAMS.search(raw_path)):
+            paths += [_without_params(segments) for segments in paths]
         out: list[tuple[Route, dict[str, bytes]]] = []
-        for found in readings:
+        for found in (self._first(method, segments) for segments in paths):
             item = found if found is not None else UNMATCHED
-            if all(item[0] is not seen[0] for seen in out):
+            if all(item[0] is not seen[0] or item[1] != seen[1] for seen in out):
                 out.append(item)
         return [] if out == [UNMATCHED] else out
 

@@ -6,11 +6,21 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from support import ADMIN_TOKEN, Running, bearer
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
 
 
 async def cli(gw: Running, *args: str, token: str | None = ADMIN_TOKEN) -> tuple[int, str, str]:
+    return await cli_at(gw.admin_url, *args, token=token)
+
+
+async def cli_at(url: str, *args: str, token: str | None = ADMIN_TOKEN) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if k != "GATEWAY_ADMIN_TOKEN"}
     if token is not None:
         env["GATEWAY_ADMIN_TOKEN"] = token
@@ -20,7 +30,7 @@ async def cli(gw: Running, *args: str, token: str | None = ADMIN_TOKEN) -> tuple
         "gateway",
         "admin",
         "--url",
-        gw.admin_url,
+        url,
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -111,3 +121,105 @@ async def test_cli_errors_exit_non_zero_with_the_problem(gw: Running) -> None:
     code, _, err = await cli(gw, "--url", "http://127.0.0.1:1", "accounts", "list")
     assert code == 1 and "cannot reach" in err
     assert "Traceback" not in err
+
+
+async def stub(aiohttp_server: ServerFactory, answer: Callable[[web.Request], web.Response]) -> str:
+    """An admin API stand-in that answers every request with `answer`, recording what it saw."""
+    app = web.Application()
+    seen: list[web.Request] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request)
+        return answer(request)
+
+    app.router.add_route("*", "/{tail:.*}", handler)
+    app[SEEN_KEY] = seen
+    server = await aiohttp_server(app)
+    return str(server.make_url("")).rstrip("/")
+
+
+SEEN_KEY = web.AppKey("seen", list)
+
+
+async def test_a_redirect_is_reported_and_never_followed_with_the_token(
+    aiohttp_server: ServerFactory,
+) -> None:
+    catcher_app = web.Application()
+    caught: list[dict[str, str]] = []
+
+    async def catch(request: web.Request) -> web.Response:
+        caught.append(dict(request.headers))
+        return web.json_response({"data": [], "next_cursor": None})
+
+    catcher_app.router.add_route("*", "/{tail:.*}", catch)
+    catcher = await aiohttp_server(catcher_app)
+    elsewhere = str(catcher.make_url("/admin/v1/accounts"))
+    for status in (301, 302, 303, 307, 308):
+        url = await stub(
+            aiohttp_server,
+            lambda _r, status=status: web.Response(status=status, headers={"Location": elsewhere}),
+        )
+        code, out, err = await cli_at(url, "accounts", "list")
+        assert code == 1 and out == ""
+        assert "redirect" in err and "not followed" in err and "Traceback" not in err
+    assert caught == []  # the second host never heard from the CLI, token or not
+
+
+async def test_control_characters_from_the_api_never_reach_the_terminal(
+    aiohttp_server: ServerFactory,
+) -> None:
+    forged = "ok\x1b[2K\x1b[1Aadmin  revoked\x1b]0;owned\x07\x9b31m\r"
+    key = {
+        "id": "k1",
+        "name": forged,
+        "key_masked": "sk_live_AbC...wxyz",
+        "environment": "production",
+        "status": "active",
+        "expires_at": None,
+        "last_used_at": None,
+        "scopes": [forged],
+        "description": forged,
+    }
+
+    def answer(request: web.Request) -> web.Response:
+        if request.path.endswith("/keys"):
+            return web.json_response({"data": [key], "next_cursor": None})
+        if request.path.endswith("/missing"):
+            return web.json_response({"title": forged, "status": 404, "detail": forged}, status=404)
+        return web.json_response(key)
+
+    url = await stub(aiohttp_server, answer)
+    for args in (("keys", "list"), ("keys", "get", "k1"), ("keys", "get", "missing")):
+        code, out, err = await cli_at(url, *args)
+        for stream in (out, err):
+            assert not any(c in stream for c in "\x1b\x07\x9b\r"), (args, stream)
+        assert "\\x1b[2K" in out + err  # shown, escaped
+    code, out, _ = await cli_at(url, "--json", "keys", "get", "k1")
+    assert code == 0 and "\x1b" not in out and json.loads(out)["name"] == forged
+
+
+async def test_a_bad_url_or_an_unexpected_answer_is_one_line_not_a_traceback(
+    aiohttp_server: ServerFactory,
+) -> None:
+    cases: list[tuple[str, Any]] = []
+    for url in ("admin.internal", "ftp://127.0.0.1:1", "http://", "http://[::1"):
+        code, out, err = await cli_at(url, "accounts", "list")
+        cases.append((url, (code, err)))
+        assert code == 1 and "--url" in err and len(err.strip().splitlines()) == 1, (url, err)
+        assert "Traceback" not in err
+    answers = [
+        lambda _r: web.json_response({"unexpected": True}),
+        lambda _r: web.json_response([1, 2, 3]),
+        lambda _r: web.Response(text="<html>a login page</html>"),
+        lambda _r: web.json_response({"data": "not a list", "next_cursor": None}),
+    ]
+    for answer in answers:
+        url = await stub(aiohttp_server, answer)
+        for args in (
+            ("accounts", "list"),
+            ("origins", "add", "a", "b.example"),
+            ("keys", "get", "k"),
+        ):
+            code, out, err = await cli_at(url, *args)
+            assert code == 1, (args, out, err)
+            assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err

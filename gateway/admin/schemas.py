@@ -6,6 +6,7 @@ generated from these same models, so what is documented is what is enforced.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -32,9 +33,22 @@ def _rfc3339(value: str) -> str:
     return value
 
 
+def _printable(value: str) -> str:
+    # A name is shown in tables, terminals and pages: an escape sequence in it could erase or
+    # forge lines on an operator's terminal. C0, DEL and C1 controls are refused (a newline too).
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
 Rfc3339 = Annotated[str, AfterValidator(_rfc3339), Field(json_schema_extra={"format": "date-time"})]
 ListItem = Annotated[str, Field(pattern=LIST_ITEM_PATTERN)]
 Scope = Annotated[str, Field(min_length=1, max_length=64)]
+Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_printable)]
+Description = Annotated[str, Field(max_length=2000), AfterValidator(_printable)]
+Label = Annotated[str, Field(max_length=255), AfterValidator(_printable)]
 
 
 class Body(BaseModel):
@@ -49,7 +63,7 @@ class Out(BaseModel):
 
 
 class AccountCreate(Body):
-    name: str = Field(min_length=1, max_length=255)
+    name: Name
     id: str | None = Field(default=None, pattern=ID_PATTERN)
     provision_production_key: bool = True
 
@@ -60,9 +74,7 @@ def _no_default(schema: dict[str, Any]) -> None:
 
 class AccountUpdate(Body):
     # Optional but never null: a PATCH leaves out what it does not change.
-    name: str = Field(  # type: ignore[assignment]
-        default=None, min_length=1, max_length=255, json_schema_extra=_no_default
-    )
+    name: Name = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment]
     status: Literal["active", "deactivated"] = Field(
         default=None,  # type: ignore[arg-type]
         json_schema_extra=_no_default,
@@ -71,36 +83,34 @@ class AccountUpdate(Body):
 
 class KeyCreate(Body):
     account_id: str = Field(min_length=1, max_length=128)
-    name: str | None = Field(default=None, min_length=1, max_length=255)
-    description: str | None = Field(default=None, max_length=2000)
+    name: Name | None = None
+    description: Description | None = None
     scopes: list[Scope] | None = Field(default=None, max_length=100)
     tool_pack_ids: list[ListItem] | None = Field(default=None, max_length=1000)
     registered_user_ids: list[ListItem] | None = Field(default=None, max_length=1000)
     is_test: bool = False
     expires_at: Rfc3339 | None = None
     expires_in: int | None = Field(default=None, ge=60, le=100 * 365 * 86400)
-    created_by: str | None = Field(default=None, max_length=255)
-    service_account_id: str | None = Field(default=None, max_length=255)
+    created_by: Label | None = None
+    service_account_id: Label | None = None
 
 
 class ChildKeyCreate(Body):
     """Self-service (data plane) key creation: account and environment are the parent's."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=255)
-    description: str | None = Field(default=None, max_length=2000)
+    name: Name | None = None
+    description: Description | None = None
     scopes: list[Scope] | None = Field(default=None, max_length=100)
     tool_pack_ids: list[ListItem] | None = Field(default=None, max_length=1000)
     registered_user_ids: list[ListItem] | None = Field(default=None, max_length=1000)
     expires_at: Rfc3339 | None = None
     expires_in: int | None = Field(default=None, ge=60, le=100 * 365 * 86400)
-    service_account_id: str | None = Field(default=None, max_length=255)
+    service_account_id: Label | None = None
 
 
 class KeyUpdate(Body):
-    name: str = Field(  # type: ignore[assignment]
-        default=None, min_length=1, max_length=255, json_schema_extra=_no_default
-    )
-    description: str | None = Field(default=None, max_length=2000)  # null clears it
+    name: Name = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment]
+    description: Description | None = None  # null clears it
 
 
 class OriginCreate(Body):

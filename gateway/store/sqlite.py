@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -174,6 +175,18 @@ class _Tx:
         )
 
 
+def _create_private(path: Path) -> None:
+    """Make the database file 0600 (and any directory it needs 0700) before SQLite opens it:
+    it holds account names, client IPs and key hashes. SQLite gives its -wal and -shm files the
+    database file's mode, so they follow. Existing files and directories are left as they are."""
+    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class SQLiteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -187,7 +200,10 @@ class SQLiteStore:
     # -- life cycle --------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _create_private(self.path)
+        except OSError as exc:
+            raise StoreError(f"cannot create SQLite store {self.path}: {exc.strerror}") from exc
         try:
             self._writer = await self._connect()
             await self._migrate(self._writer)
