@@ -1,6 +1,10 @@
-"""The data plane's policy: authenticate each exchange, answer the gateway's own endpoints,
-otherwise build the upstream request (identity in, credentials and spoofed headers out) and
-hand it to the right upstream pool. Also the access log line for every finished exchange.
+"""The data plane's handler: one coroutine per request on aiohttp's low-level server.
+
+Its way reads top to bottom: refuse what cannot be read one way only (the head), catch up with
+the key store if it moved, match routes, authenticate, apply the route's policy (scopes, path
+parameters, callback origin), answer the gateway's own endpoints, otherwise build the upstream
+request (identity in, credentials and spoofed headers out), stream it to the upstream pool and
+the answer back. Also the access log line for every finished exchange.
 """
 
 from __future__ import annotations
@@ -10,17 +14,25 @@ import time
 from typing import Any
 
 import orjson
+from aiohttp import web
 
 from gateway import auth
 from gateway.config import Settings
-from gateway.http.server import PAUSE_DISPATCH, ClientConnection, Exchange, HttpContext
-from gateway.http.upstream import UpstreamPool
-from gateway.http.wire import render_headers
+from gateway.http.exchange import Exchange
+from gateway.http.protocol import (
+    PlaneConnection,
+    PlaneContext,
+    PlaneServer,
+    closing_problem,
+    protocol_settings,
+)
+from gateway.http.upstream import UpstreamCall, UpstreamError, UpstreamPool
+from gateway.http.wire import BadRequest, render_headers, scan_request
 from gateway.index import KeyEntry, KeyIndex
 from gateway.logs import AccessLog
 from gateway.metrics import PlaneMetrics
 from gateway.origins import callback_values, origin_allowed
-from gateway.routes import CHECKED_PARAMS, Route, RouteTable, normalise
+from gateway.routes import CHECKED_PARAMS, Route, RouteTable, has_dot_segments, normalise
 from gateway.selfservice import SelfService, insufficient_scope
 from gateway.store.base import Store
 from gateway.sync import IndexSync
@@ -30,6 +42,9 @@ UNAUTHORIZED_HEADERS = [(b"Content-Type", b"text/plain"), (b"WWW-Authenticate", 
 UNAUTHORIZED_BODY = b"Unauthorized"
 JSON_HEADERS = [(b"Content-Type", b"application/json")]
 AUTH_PATHS = frozenset({b"/v1/auth", b"/v1/auth/"})
+DISCARD_LIMIT = 1024 * 1024  # request body bytes read and dropped after an early answer
+_HTTP11 = (1, 1)
+_HTTP10 = (1, 0)
 
 
 class DataPlane:
@@ -50,22 +65,28 @@ class DataPlane:
         self.sync = sync
         self.usage = usage
         self.access_log = access_log
-        self.ctx = HttpContext(loop, settings.server, self)
+        self.ctx = ctx = PlaneContext(loop, settings.server)
+        ctx.on_rejected = self._rejected
+        self.server = PlaneServer(self.handle, ctx, **protocol_settings(settings.server))
         self.metrics = PlaneMetrics()
         up = settings.upstream
-        self.pool = UpstreamPool(self.ctx, up.url, up, "production")
-        self.test_pool = (
-            UpstreamPool(self.ctx, up.test_url, up, "test") if up.test_url is not None else None
-        )
+        self.pool = self._pool(up.url, "production")
+        self.test_pool = self._pool(up.test_url, "test") if up.test_url is not None else None
         self.preserve_host = up.preserve_host
         self.prefix_len = len(settings.keys.prefix) + 9
-        self.ctx.tick_hooks.append(self._expire_idle)
-        self.ctx.tick_hooks.append(lambda _now: self.access_log.flush())
+        ctx.tick_hooks.append(self._expire_idle)
+        ctx.tick_hooks.append(lambda _now: self.access_log.flush())
+
+    def _pool(self, target: Any, name: str) -> UpstreamPool:
+        ctx = self.ctx
+        return UpstreamPool(
+            ctx.loop, ctx.now, ctx.busy_upstreams, target, self.settings.upstream, name
+        )
 
     def reload(self, settings: Settings) -> None:
         """Apply a new configuration without dropping a connection: routes, scopes, upstream,
-        timeouts and limits take effect for the next request; requests in flight finish as
-        they started."""
+        timeouts and limits take effect for the next request (aiohttp's parser limits for the
+        next connection); requests in flight finish as they started."""
         self.settings = settings
         self.routes = RouteTable(settings.routes)
         self.selfservice.settings = settings
@@ -73,13 +94,14 @@ class DataPlane:
         ctx = self.ctx
         ctx.limits = settings.server
         ctx.trusted_proxies = settings.server.trusted_proxies
+        self.server.protocol_kwargs = protocol_settings(settings.server)
         up = settings.upstream
         self.preserve_host = up.preserve_host
         if up.url == self.pool.target:
             self.pool.settings = up
         else:
             self.pool.retire()
-            self.pool = UpstreamPool(ctx, up.url, up, "production")
+            self.pool = self._pool(up.url, "production")
         if self.test_pool is not None and (
             up.test_url is None or up.test_url != self.test_pool.target
         ):
@@ -88,11 +110,8 @@ class DataPlane:
         if self.test_pool is not None:
             self.test_pool.settings = up
         elif up.test_url is not None:
-            self.test_pool = UpstreamPool(ctx, up.test_url, up, "test")
+            self.test_pool = self._pool(up.test_url, "test")
         self.access_log.reconfigure(settings.log)
-
-    def protocol(self) -> ClientConnection:
-        return ClientConnection(self.ctx)
 
     def pools(self) -> list[UpstreamPool]:
         return [p for p in (self.pool, self.test_pool) if p is not None]
@@ -103,28 +122,66 @@ class DataPlane:
 
     # -- per request -------------------------------------------------------------------------
 
-    def dispatch(self, ex: Exchange) -> None:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        conn = request.protocol
+        assert isinstance(conn, PlaneConnection)
+        ctx = self.ctx
+        try:
+            ex = self._exchange(request, conn)
+        except BadRequest as exc:
+            rid = ctx.new_request_id()
+            await request.writer.write(closing_problem(ctx, exc.status, b"", rid))
+            self._rejected(conn, exc.status, exc.reason, rid, request)
+            return ctx.close
+        conn.begin(ex)
+        try:
+            await self._exchange_with(ex)
+            if not ex.close_after and not ex.request_done():
+                # Answered without reading the whole body: drop the rest, up to a point.
+                ex.close_after = not await ex.discard_body(DISCARD_LIMIT)
+        except (ConnectionError, asyncio.CancelledError):
+            ex.reason = ex.reason or "client_disconnected"
+            ex.close_after = True
+            if ex.call is not None:
+                ex.call.abandon()
+        finally:
+            conn.end(ex)
+            if not ex.response_started and ex.status == 0:
+                ex.status = 499
+            self.finished(ex)
+        return ctx.close if ex.close_after else ctx.keep
+
+    def _exchange(self, request: web.BaseRequest, conn: PlaneConnection) -> Exchange:
+        """The request as the gateway reads it, or BadRequest for what it will not forward."""
+        target = request.raw_path.encode("utf-8", "surrogateescape")
+        if not target.startswith(b"/"):
+            raise BadRequest(400, "request_target_not_origin_form")
+        if b"#" in target:
+            raise BadRequest(400, "fragment_in_request_target")
+        q = target.find(b"?")
+        if has_dot_segments(target if q < 0 else target[:q]):
+            raise BadRequest(400, "dot_segment_in_path")
+        version = request.version
+        if version != _HTTP11 and version != _HTTP10:
+            raise BadRequest(505, "http_version_not_supported")
+        http11 = version == _HTTP11
+        limits = self.ctx.limits
+        head = scan_request(request.raw_headers, http11, limits.max_header_size)
+        if limits.max_body_size and (head.content_length or 0) > limits.max_body_size:
+            raise BadRequest(413, "body_too_large")
+        request_id = head.request_id or self.ctx.new_request_id()
+        return Exchange(request, conn, request.method.encode(), target, http11, head, request_id)
+
+    async def _exchange_with(self, ex: Exchange) -> None:
         if self.sync.stale():
             # A key or account changed: catch up before deciding, so a revocation made before
             # this request arrived is honoured by it.
-            conn = ex.conn
-            conn.pause(PAUSE_DISPATCH)
-
-            def resume() -> None:
-                conn.resume(PAUSE_DISPATCH)
-                if conn.transport is not None and not ex.finished:
-                    self._dispatch(ex)
-
-            self.sync.when_fresh(resume)
-            return
-        self._dispatch(ex)
-
-    def _dispatch(self, ex: Exchange) -> None:
+            await self.sync.refresh()
         matched: list[tuple[Route, dict[str, bytes]]] = []
         if self.routes:
             matched = self.routes.match(ex.method.decode("latin-1"), ex.path)
             if matched and all(route.public for route, _ in matched):
-                ex.proxy(self.pool, self.upstream_head(ex, self.pool, None))
+                await self._proxy(ex, self.pool, None)
                 return
         now = time.time()
         principal, reason = auth.authenticate(ex.head.authorization, self.index, now)
@@ -132,6 +189,7 @@ class DataPlane:
             ex.principal = principal
             ex.reason = reason
             ex.respond(401, UNAUTHORIZED_HEADERS, UNAUTHORIZED_BODY)
+            await ex.send_answer()
             return
         assert principal is not None
         ex.principal = principal
@@ -142,17 +200,79 @@ class DataPlane:
                 {"account_id": principal.account.id, "message": "Authentication successful"}
             )
             ex.respond(200, JSON_HEADERS, body)
-            return
-        if b"access-keys" in path:
-            segments = normalise(path)
-            if SelfService.handles(segments):
-                self.selfservice.start(ex, principal, segments)
+        elif b"access-keys" in path and SelfService.handles(segments := normalise(path)):
+            await self.selfservice.handle(ex, principal, segments)
+        else:
+            for route, params in matched:
+                if not self._allowed(ex, principal, route, params):
+                    break
+            else:
+                pool = (
+                    self.test_pool
+                    if principal.is_test and self.test_pool is not None
+                    else self.pool
+                )
+                await self._proxy(ex, pool, principal)
                 return
-        for route, params in matched:
-            if not self._allowed(ex, principal, route, params):
+        await ex.send_answer()
+
+    async def _proxy(self, ex: Exchange, pool: UpstreamPool, principal: KeyEntry | None) -> None:
+        head = ex.head
+        has_body = head.chunked or bool(head.content_length)
+        await ex.send_continue()
+        call = ex.call = pool.call(
+            self.upstream_head(ex, pool, principal), ex.method, has_body=has_body
+        )
+        pump: asyncio.Task[None] | None = None
+        if has_body:
+            pump = self.ctx.loop.create_task(self._pump(ex, call))
+        else:
+            call.end(False)
+        try:
+            await ex.relay(call)
+        except UpstreamError as exc:
+            if ex.body_error is not None:
+                status = {"body_too_large": 413, "body_timeout": 408}.get(ex.body_error, 400)
+                ex.reason = ex.reason or ex.body_error
+                ex.close_after = True
+            else:
+                status = exc.status
+                ex.reason = exc.reason
+            ex.respond_problem(status, None, None)
+            await ex.send_answer()
+        finally:
+            if pump is not None and not pump.done():
+                call.abandon()
+                pump.cancel()
+            ex.call = None
+
+    async def _pump(self, ex: Exchange, call: UpstreamCall) -> None:
+        """The request body, from the client to the upstream, as it arrives: reading from the
+        client waits while the upstream is not taking it."""
+        chunked = ex.head.chunked
+        limit = self.ctx.limits.max_body_size
+        content = ex.request.content
+        try:
+            if not await call.ready():
                 return
-        pool = self.test_pool if principal.is_test and self.test_pool is not None else self.pool
-        ex.proxy(pool, self.upstream_head(ex, pool, principal))
+            while True:
+                data = await content.readany()
+                if not data:
+                    break
+                ex.body_received += len(data)
+                if limit and ex.body_received > limit:
+                    ex.body_error = "body_too_large"
+                    call.abandon()
+                    return
+                call.send(data, chunked)
+                await call.drained()
+            call.end(chunked)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a framing error, a stalled body or the client gone: stop here
+            ex.body_error = ex.body_error or "bad_request_body"
+            ex.close_after = True
+            call.abandon()
 
     def _allowed(
         self, ex: Exchange, principal: KeyEntry, route: Route, params: dict[str, bytes]
@@ -248,8 +368,37 @@ class DataPlane:
             fields["reason"] = ex.reason
         self.access_log.write(fields)
 
+    def _rejected(
+        self,
+        conn: PlaneConnection,
+        status: int,
+        reason: str,
+        request_id: bytes,
+        request: web.BaseRequest | None = None,
+    ) -> None:
+        """A request refused before it became an exchange (unparseable, head too slow, ...)."""
+        self.metrics.observe(status, reason, -1.0, False)
+        if not self.access_log.enabled:
+            return
+        path = b"-"
+        if request is not None:
+            path = request.raw_path.encode("utf-8", "surrogateescape").split(b"?")[0][:200]
+        self.access_log.write(
+            {
+                "msg": "request",
+                "request_id": request_id.decode("latin-1"),
+                "method": request.method if request is not None else "-",
+                "path": path.decode("latin-1"),
+                "status": status,
+                "duration_ms": 0.0,
+                "bytes_out": 0,
+                "bytes_in": 0,
+                "client_ip": conn.peer,
+                "reason": reason,
+            }
+        )
+
     async def close(self) -> None:
-        await self.selfservice.close()
         for pool in self.pools():
             await pool.close()
         self.access_log.flush()

@@ -100,7 +100,7 @@ class DataPlaneRuntime:
         self._plane = plane
         srv = settings.server
         self._server = await loop.create_server(
-            plane.protocol,
+            plane.server,
             host=srv.host,
             port=srv.port,
             reuse_port=srv.workers > 1,
@@ -134,6 +134,8 @@ class DataPlaneRuntime:
             return
         ctx = plane.ctx
         ctx.draining = True
+        for pool in plane.pools():
+            pool.draining = True
         for conn in list(ctx.connections):
             conn.drain()
         loop = asyncio.get_running_loop()

@@ -11,7 +11,6 @@ transaction.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,7 +24,8 @@ from gateway.admin.render import key_out
 from gateway.admin.schemas import ChildKeyCreate
 from gateway.config import Settings
 from gateway.errors import NotFoundError, ProblemError, StoreError, ValidationError
-from gateway.http.server import Exchange, problem_body
+from gateway.http.exchange import Exchange
+from gateway.http.protocol import problem_body
 from gateway.index import NEVER, KeyEntry
 from gateway.store.base import Store
 from gateway.store.records import Actor, KeyRecord
@@ -108,13 +108,13 @@ class SelfService:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self._tasks: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def handles(segments: list[bytes]) -> bool:
         return tuple(segments[:3]) == PREFIX
 
-    def start(self, ex: Exchange, caller: KeyEntry, segments: list[bytes]) -> None:
+    async def handle(self, ex: Exchange, caller: KeyEntry, segments: list[bytes]) -> None:
+        """Answer (through `ex.respond`) one self-service request."""
         if MANAGEMENT_SCOPE not in caller.scopes:
             insufficient_scope(ex, [MANAGEMENT_SCOPE])
             return
@@ -147,14 +147,9 @@ class SelfService:
             )
             return
 
-        def run(body: bytes) -> None:
-            task = asyncio.get_running_loop().create_task(
-                self._answer(ex, op, caller, key_id, body)
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        ex.collect(BODY_LIMIT, run)
+        body = await ex.read_body(BODY_LIMIT)
+        if body is not None:
+            await self._answer(ex, op, caller, key_id, body)
 
     async def _answer(
         self,
@@ -283,12 +278,6 @@ class SelfService:
         target = await self._checked_target(caller, key_id)
         record = await self.store.revoke_key(target.id, self._actor(ex, caller))
         return 200, key_out(record, now_us())
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def _query(raw: bytes, allowed: set[str]) -> dict[str, str]:

@@ -11,6 +11,8 @@ Targets (all against the same upstream, nginx with one worker answering a small 
   naive    loadtests/naive_proxy.py: aiohttp server + ClientSession + dict of key hashes
   gateway  `gateway serve` with its real SQLite store and a minted key
   hello    loadtests/hello_server.py: aiohttp answering 401 (the cheapest aiohttp answer)
+  llhello  loadtests/llhello_server.py: aiohttp's low-level server (no Application) answering
+           401: the floor any data plane on aiohttp stands on
   reject   the gateway answering a well-formed (valid checksum) but unknown key
 Not a CI test: it prints a table and the ratios the performance goals are stated in.
 """
@@ -438,10 +440,12 @@ def main() -> int:
             targets["gateway"] = (gateway_url, key)
         if want("hello"):
             targets["hello"] = (bench.start_python("hello_server.py"), None)
+        if want("llhello"):
+            targets["llhello"] = (bench.start_python("llhello_server.py"), None)
         if want("reject"):
             targets["reject"] = (gateway_url, unknown)
         for name, (url, auth) in targets.items():  # sanity: each answers as it should
-            expected = 401 if name in ("hello", "reject") else 200
+            expected = 401 if name in ("hello", "llhello", "reject") else 200
             req = urllib.request.Request(
                 url + "/api/items", headers={"Authorization": f"Bearer {auth}"} if auth else {}
             )
@@ -469,7 +473,7 @@ def main() -> int:
                 res.rps.append(rps)
                 res.p50.append(p50)
                 res.p99.append(p99)
-                res.errors.append(errors if name not in ("hello", "reject") else 0)
+                res.errors.append(errors if name not in ("hello", "llhello", "reject") else 0)
             print(
                 f"  round {r + 1}: " + "  ".join(f"{n} {results[n].rps[-1]:,.0f}" for n in targets),
                 flush=True,
@@ -552,6 +556,8 @@ def report(results: dict[str, Result], notes: list[str]) -> None:
     print(f"gateway/nginx  {ratio('gateway', 'nginx')}   (target >= 0.40)")
     print(f"gateway/naive  {ratio('gateway', 'naive')}   (target >= 2.5)")
     print(f"reject/hello   {ratio('reject', 'hello')}   (target >= 0.90)")
+    print(f"gateway/llhello  {ratio('gateway', 'llhello')}   (target >= 0.60)")
+    print(f"reject/llhello   {ratio('reject', 'llhello')}   (target >= 0.90)")
     print(f"p99 gateway/nginx  {ratio('gateway', 'nginx', 'p99')}   (target <= 3)")
     print(f"naive/nginx    {ratio('naive', 'nginx')}")
     for note in notes:

@@ -126,19 +126,21 @@ def normalise_name(name: bytes) -> bytes:
     return lname.replace(b"_", b"-") if b"_" in lname else lname
 
 
-def scan_request(headers: Sequence[Header], http11: bool) -> RequestHead:
+def scan_request(headers: Sequence[Header], http11: bool, max_size: int = 0) -> RequestHead:
     """Sort the client's headers into what the gateway reads and what it forwards.
 
     Raises BadRequest for framing the gateway refuses to forward (request smuggling shapes
-    the parser let through).
+    the parser let through), and 431 past `max_size` bytes of headers in all.
     """
     head = RequestHead()
     kept = head.kept
     actions = _REQUEST_ACTIONS
     hosts = 0
     auths = 0
+    size = 0
     for pair in headers:
         name = pair[0]
+        size += len(name) + len(pair[1]) + 4
         lname = name.lower()
         if b"_" in lname:
             lname = lname.replace(b"_", b"-")
@@ -196,6 +198,8 @@ def scan_request(headers: Sequence[Header], http11: bool) -> RequestHead:
                 head.forwarded = [pair]
             else:
                 head.forwarded.append(pair)
+    if max_size and size > max_size:
+        raise BadRequest(431, "headers_too_large")
     if hosts > 1 or (http11 and hosts == 0):
         raise BadRequest(400, "missing or repeated Host")
     if head.chunked and head.content_length is not None:
@@ -218,10 +222,11 @@ def is_request_id(value: bytes) -> bool:
 
 
 class ResponseHead:
-    __slots__ = ("chunked", "content_length", "keepalive_timeout", "kept")
+    __slots__ = ("chunked", "content_length", "has_server", "keepalive_timeout", "kept")
 
     def __init__(self) -> None:
         self.kept: list[Header] = []
+        self.has_server = False
         self.content_length: bytes | None = None
         self.chunked = False
         self.keepalive_timeout: float | None = None
@@ -250,6 +255,8 @@ def scan_response(headers: Sequence[Header]) -> ResponseHead:
             continue
         if lname == b"x-request-id":
             continue  # the gateway's own id is echoed instead
+        if lname == b"server":
+            head.has_server = True
         kept.append(pair)
     if listed:
         head.kept = [p for p in kept if p[0].lower() not in listed]
@@ -281,11 +288,3 @@ def status_line(status: int, reason: bytes | None = None) -> bytes:
     if reason is None:
         reason = REASONS.get(status, b"")
     return b"HTTP/1.1 %d %s\r\n" % (status, reason)
-
-
-def body_allowed(status: int, head_request: bool) -> bool:
-    return not (head_request or status < 200 or status in (204, 304))
-
-
-LAST_CHUNK = b"0\r\n\r\n"
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
