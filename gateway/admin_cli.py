@@ -168,7 +168,7 @@ class Client:
             raise CliError(f"the admin API at {where} answered nothing")
         try:
             result = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise CliError(
                 f"the admin API at {where} answered something that is not JSON"
             ) from None
@@ -209,7 +209,7 @@ def _describe_error(exc: urllib.error.HTTPError) -> str:
         return f"unauthorized: check {TOKEN_ENV}"
     try:
         problem = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return f"HTTP {exc.code}"
     if not isinstance(problem, dict):
         return f"HTTP {exc.code}"
@@ -222,7 +222,10 @@ def _describe_error(exc: urllib.error.HTTPError) -> str:
     return "\n".join(lines)
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# C0, DEL, C1, bidirectional controls, line/paragraph separators, lone surrogates.
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]"
+)
 
 
 def _safe(value: Any) -> str:
@@ -231,7 +234,12 @@ def _safe(value: Any) -> str:
     text = str(value)
     if _CONTROL.search(text) is None:
         return text
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:

@@ -136,12 +136,10 @@ def has_dot_segments(raw_path: bytes) -> bool:
     at."""
     if b"." not in raw_path and b"%2" not in raw_path:
         return False
-    for part in _SEPARATORS.split(raw_path):
-        if part in _DOTS or (
-            (b";" in part or b"%3" in part) and _PARAMS.split(part, 1)[0] in _DOTS
-        ):
-            return True
-    return False
+    parts = _SEPARATORS.split(raw_path)
+    if b";" not in raw_path and b"%3" not in raw_path:
+        return any(part in _DOTS for part in parts)
+    return any(part in _DOTS or _PARAMS.split(part, 1)[0] in _DOTS for part in parts)
 
 
 def _without_params(segments: list[bytes]) -> list[bytes]:
@@ -191,7 +189,13 @@ class RouteTable:
         if b"//" in raw_path:  # an upstream may not merge slashes: read them as empty segments
             paths.append(raw_path.split(b"/")[1:])
         if b";" in raw_path or (b"%3" in raw_path and _PARAMS.search(raw_path)):
+            # Jetty and Spring decode, then cut each segment at `;`; Tomcat cuts the raw
+            # segment first, so `;%2Fx` vanishes with its parameter and `%2F` after it splits.
             paths += [_without_params(segments) for segments in paths]
+            cut = b"/".join(_PARAMS.split(seg, 1)[0] for seg in raw_path.split(b"/"))
+            paths.append(normalise(cut))
+            if (b"%" in cut or b"\\" in cut) and _AMBIGUOUS.search(cut):
+                paths.append(normalise(cut, split_encoded_slashes=True))
         out: list[tuple[Route, dict[str, bytes]]] = []
         for found in (self._first(method, segments) for segments in paths):
             item = found if found is not None else UNMATCHED

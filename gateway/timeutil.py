@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta, timezone
 
 MICROS = 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def now_us() -> int:
@@ -20,7 +21,7 @@ def to_rfc3339(us: int | None) -> str | None:
     """`2026-11-24T13:37:06.123456Z`, or None for None."""
     if us is None:
         return None
-    dt = datetime.fromtimestamp(us / MICROS, tz=UTC)
+    dt = _EPOCH + timedelta(microseconds=us)  # integer arithmetic: no float rounding
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -267,8 +267,9 @@ url = "sqlite:///{db}"
                 f"seeded {self.args.keys:,} keys in {time.monotonic() - started:.1f}s"
             )
         started = time.monotonic()
+        profile = ["-m", "cProfile", "-o", self.args.profile] if self.args.profile else []
         proc = self.spawn(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+            [sys.executable, *profile, "-m", "gateway", "serve", "--config", str(config)],
             self.target_cpus,
             env,
             "gateway",
@@ -399,6 +400,12 @@ def main() -> int:
         metavar="CONNECTIONS",
         help="also measure valid gateway traffic while a second wrk floods random well-formed "
         "unknown keys over this many connections",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="run the gateway under cProfile and write its stats to FILE when it stops "
+        "(read them with: python -m pstats FILE)",
     )
     args = parser.parse_args()
 

@@ -404,7 +404,8 @@ paths = st.one_of(
     st.lists(st.sampled_from(PIECES), max_size=10).map(lambda ps: b"/" + b"".join(ps)),
     st.binary(max_size=40),
 )
-AMBIGUOUS = (b"%2f", b"%5c", b"\\", b"//")
+# Spellings that upstreams read more than one way; `;` (a path parameter) since issue 15.
+AMBIGUOUS = (b"%2f", b"%5c", b"\\", b"//", b";", b"%3b")
 
 
 def plain_first(table: RouteTable, method: str, segments: list[bytes]) -> Route:

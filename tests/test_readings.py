@@ -163,6 +163,18 @@ async def test_dot_segments_with_a_path_parameter_are_refused(served: Served, ta
     assert status_of(await served.get(target, key)) == 400
 
 
+async def test_a_parameter_that_swallows_an_encoded_slash_cannot_dodge_a_scope(
+    served: Served,
+) -> None:
+    """Tomcat cuts each raw segment at `;` before decoding: `/mcp;%2Fx/...` is `/mcp/...`, and
+    `/;%2Fx/mcp%2Ftools` is `/mcp/tools` to one that merges slashes and decodes `%2F`."""
+    lacking, _ = await served.key(scopes=["management:all"])
+    limited, _ = await served.key(registered_user_ids=["u1"])
+    for target in ("/;%2Fx/mcp%2Ftools", "/mcp;%2Fx/tools", "/;x%2F/mcp/tools"):
+        assert status_of(await served.get(target, lacking)) == 403, target
+    assert status_of(await served.get("/;%2Fx/registered-users%2Fu2/x", limited)) == 404
+
+
 async def test_a_path_parameter_cannot_make_a_protected_path_public(served: Served) -> None:
     assert status_of(await served.get("/status/health")) == 200
     # To a servlet container this is /status/mcp; to most upstreams a path outside /status.
@@ -197,6 +209,10 @@ async def test_every_spelling_of_the_callback_parameter_is_checked(served: Serve
         f"redirect_uri={good}&redirect_uri[]={evil}",
         f"redirect_uri={good};redirect.uri={evil}",
         f"redirect_uri[]={good}",  # even a good value: the spelling itself is ambiguous
+        f"%5Bredirect_uri%5D={evil}",  # qs, Rack: [redirect_uri]
+        f"redirect_uri%5D={evil}",  # Rack
+        f"redirect%5Buri={evil}",  # PHP: an unclosed [ is _
+        f"redirect_uri%00x={evil}",  # PHP cuts the name at NUL
     ):
         reply = await served.get(f"/oauth/authorize?{query}", key)
         assert status_of(reply) == 403, query
@@ -236,6 +252,10 @@ async def test_control_characters_are_refused_in_names_and_descriptions(served: 
     ) as resp:
         problem = await resp.json(content_type=None)
         assert resp.status == 400 and problem["errors"][0]["field"] == "name"
+    status, problem = await served.admin(
+        "POST", "/admin/v1/keys", {"account_id": account["id"], "name": "a\u202eb"}
+    )
+    assert status == 400 and problem["errors"][0]["field"] == "name"  # reorders what is shown
     # Unicode text that is not a control character is fine.
     _, key = await served.key(name="Zürich 東京 ✓")
     assert key["name"] == "Zürich 東京 ✓"
@@ -311,6 +331,13 @@ async def test_ipv6_origins_are_stored_in_one_spelling(served: Served) -> None:
         assert status_of(await served.get(target, key)) == 200, url
     target = "/oauth/authorize?redirect_uri=" + quote("http://[::1]:3001/cb", safe="")
     assert status_of(await served.get(target, key)) == 403
+    # Removing it by another spelling of the same address removes the stored entry.
+    async with served.session.delete(
+        served.admin_url + path + "/" + quote("[0:0::1]:3000", safe=""), headers=ADMIN
+    ) as resp:
+        assert resp.status == 204
+    _, listed = await served.admin("GET", path)
+    assert listed["data"] == []
 
 
 # -- fuzz: any request the gateway lets through is allowed under every reading ---------------------
@@ -348,7 +375,11 @@ def oracle_readings(raw: bytes) -> list[list[bytes]]:
     plain = _resolve([unquote_to_bytes(p) for p in parts])  # most frameworks
     tomcat = _resolve([unquote_to_bytes(p.split(b";")[0]) for p in parts])  # strip, then decode
     jetty = _resolve([unquote_to_bytes(p).split(b";")[0] for p in parts])  # decode, then strip
-    return [plain, tomcat, jetty]
+    # Strip raw segments, decode, then split on the decoded slashes (Tomcat with
+    # encodedSolidusHandling=decode, Spring's UrlPathHelper).
+    cut = b"/".join(p.split(b";")[0] for p in parts)
+    decoded_split = _resolve(unquote_to_bytes(cut).split(b"/"))
+    return [plain, tomcat, jetty, decoded_split]
 
 
 def oracle_kind(segments: list[bytes]) -> str:
@@ -357,7 +388,9 @@ def oracle_kind(segments: list[bytes]) -> str:
 
 
 SEGMENT = st.lists(
-    st.sampled_from(["mcp", "status", "x", ";", ";x", "%3B", "%3b", "..", ".", "", "%2e", "m"]),
+    st.sampled_from(
+        ["mcp", "status", "x", ";", ";x", "%3B", "%3b", "..", ".", "", "%2e", "m", "%2F", ";%2F"]
+    ),
     min_size=1,
     max_size=3,
 ).map("".join)
@@ -401,16 +434,29 @@ KEY_SPELLING = st.sampled_from(
         "redirect_url",
         "client_id",
         "redirect-uri",
+        "%5Bredirect_uri%5D",
+        "redirect_uri%5D",
+        "redirect%5Buri",
+        "redirect_uri%00x",
     ]
 )
 
 
 def php_name(key: str) -> str:
-    """PHP's parse_str: leading spaces dropped, `.`/space to `_`, `[...]` opens an array."""
-    key = key.lstrip(" ")
-    if "[" in key:
-        key = key[: key.index("[")]
-    return key.replace(".", "_").replace(" ", "_")
+    """PHP's parse_str: cut at NUL, leading spaces dropped, `.`/space to `_`, `[...]` opens an
+    array, an unclosed `[` is `_`."""
+    key = key.split("\x00")[0].lstrip(" ")
+    i = key.find("[")
+    if i >= 0 and "]" in key[i:]:
+        key = key[:i]
+    return key.replace(".", "_").replace(" ", "_").replace("[", "_")
+
+
+def rack_name(key: str) -> str:
+    """Rack (and qs): leading brackets and the first bracketed run's trailing `]` dropped."""
+    key = key.lstrip("[")
+    end = min((key.find(c) for c in "[]" if c in key), default=len(key))
+    return key[:end]
 
 
 @settings(max_examples=400, deadline=None, database=None)
@@ -433,7 +479,7 @@ def test_fuzz_callback_spellings_never_hide_a_value(
     readings = [query, query.replace(";", "&")]
     for reading in readings:
         decoded = parse_qsl(reading, keep_blank_values=True)
-        for framework in (php_name, str.lower, lambda k: k):
+        for framework in (php_name, rack_name, str.lower, lambda k: k):
             seen = [v for k, v in decoded if framework(k) in (NAME, NAME.lower())]
             assert set(seen) <= set(checked), (query, seen, checked)
             assert len(seen) <= 1, (query, seen)

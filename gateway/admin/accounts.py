@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 from aiohttp import web
@@ -105,7 +106,10 @@ async def add_origin(request: web.Request) -> web.Response:
 
 
 async def remove_origin(request: web.Request) -> web.Response:
+    origin = request.match_info["origin"].lower()
+    with contextlib.suppress(ValueError):  # else: stored by an older release, removed as written
+        origin = normalise_entry(origin)  # `[0:0::1]:3000` names the stored `[::1]:3000`
     await request.app[STORE].remove_origin(
-        request.match_info["account_id"], request.match_info["origin"].lower(), admin_actor(request)
+        request.match_info["account_id"], origin, admin_actor(request)
     )
     return web.Response(status=204)

@@ -37,11 +37,15 @@ def _printable(value: str) -> str:
     # A name is shown in tables, terminals and pages: an escape sequence in it could erase or
     # forge lines on an operator's terminal. C0, DEL and C1 controls are refused (a newline too).
     if _CONTROL.search(value):
-        raise ValueError("must not contain control characters")
+        raise ValueError("must not contain control characters (or bidirectional controls)")
     return value
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# C0, DEL, C1; bidirectional overrides and isolates (they reorder what a terminal or a page
+# shows); line and paragraph separators.
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
+)
 
 Rfc3339 = Annotated[str, AfterValidator(_rfc3339), Field(json_schema_extra={"format": "date-time"})]
 ListItem = Annotated[str, Field(pattern=LIST_ITEM_PATTERN)]
