@@ -30,6 +30,7 @@ class Exchange:
         "answer",
         "body_error",
         "body_received",
+        "bodyless",
         "bytes_out",
         "call",
         "close_after",
@@ -75,6 +76,7 @@ class Exchange:
         self.head = head
         self.request_id = request_id
         self.head_request = method == b"HEAD"
+        self.bodyless = not (head.chunked or head.content_length)
         self.started = conn.ctx.loop.time()
         self.close_after = not request.keep_alive
         self.answer: tuple[int, list[Header], bytes] | None = None
@@ -94,7 +96,7 @@ class Exchange:
     # -- state ---------------------------------------------------------------------------------
 
     def request_done(self) -> bool:
-        return self.request.content.is_eof()
+        return self.bodyless or self.request.content.is_eof()
 
     def client_gone(self) -> None:
         """The client's connection closed: nothing we send can arrive any more."""
@@ -210,12 +212,16 @@ class Exchange:
         await self.write(b"".join(parts))
 
     async def write(self, data: bytes) -> None:
-        """Write, and wait while the client is not reading: aiohttp's writer drains only past
-        64 KiB per response, so a flood of small pipelined answers must wait here."""
-        writer = self.request.writer
-        await writer.write(data)
-        if self.conn.writing_paused:
-            await writer.drain()
+        """Write a head (with what body is at hand) straight to the transport, and wait while
+        the client is not reading: aiohttp's writer drains only past 64 KiB per response, so
+        a flood of small pipelined answers must wait here."""
+        conn = self.conn
+        transport = conn.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the client connection is closed")
+        transport.write(data)
+        if conn.writing_paused:
+            await self.request.writer.drain()
 
     # -- relaying the upstream's response --------------------------------------------------------
 
