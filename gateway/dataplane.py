@@ -139,17 +139,22 @@ class DataPlane:
             if not ex.close_after and not ex.request_done():
                 # Answered without reading the whole body: drop the rest, up to a point.
                 ex.close_after = not await ex.discard_body(DISCARD_LIMIT)
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:
             ex.reason = ex.reason or "client_disconnected"
             ex.close_after = True
             if ex.call is not None:
                 ex.call.abandon()
+        except asyncio.CancelledError:
+            ex.reason = ex.reason or "cancelled"
+            if ex.call is not None:
+                ex.call.abandon()
+            raise
         finally:
             conn.end(ex)
             if not ex.response_started and ex.status == 0:
                 ex.status = 499
             self.finished(ex)
-        return ctx.close if ex.close_after else ctx.keep
+        return ctx.close if ex.close_after or conn.closing else ctx.keep
 
     def _exchange(self, request: web.BaseRequest, conn: PlaneConnection) -> Exchange:
         """The request as the gateway reads it, or BadRequest for what it will not forward."""
@@ -231,14 +236,17 @@ class DataPlane:
         try:
             await ex.relay(call)
         except UpstreamError as exc:
+            detail = None
             if ex.body_error is not None:
                 status = {"body_too_large": 413, "body_timeout": 408}.get(ex.body_error, 400)
+                if status == 408:
+                    detail = "The request body stopped arriving."
                 ex.reason = ex.reason or ex.body_error
                 ex.close_after = True
             else:
                 status = exc.status
                 ex.reason = exc.reason
-            ex.respond_problem(status, None, None)
+            ex.respond_problem(status, detail, None)
             await ex.send_answer()
         finally:
             if pump is not None and not pump.done():

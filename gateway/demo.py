@@ -31,7 +31,8 @@ async def echo(request: web.Request) -> web.Response:
             "path": request.raw_path,
             "headers": dict(request.headers),
             "body_bytes": size,
-        }
+        },
+        headers={"Server": "gateway-demo-echo"},  # an upstream's own Server header is relayed
     )
 
 

@@ -6,12 +6,14 @@ that reads nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
 from support import (
+    RELEASE,
     GatewayProcess,
     free_port,
     gateway,
@@ -140,3 +142,141 @@ async def test_over_the_connection_cap_gets_503_and_the_rest_is_served(
         assert out.startswith(b"HTTP/1.1 200")
         for _, w in held:
             w.close()
+
+
+# -- found in review of the move onto aiohttp -------------------------------------------------
+
+
+async def test_a_bad_chunk_in_a_later_read_is_refused_at_once(tmp_path: Path) -> None:
+    async def reader_only(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.read()  # reads until the gateway drops it
+
+    async with raw_upstream(reader_only) as url, gateway(tmp_path, url) as (gw, key):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.data_port)
+        writer.write(
+            f"POST /up HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".encode()
+        )
+        await asyncio.sleep(0.2)
+        writer.write(b"zz\r\nnot a chunk\r\n")
+        out = await read_for(reader, 3)
+        writer.close()
+        assert out.startswith(b"HTTP/1.1 400") and out.endswith((b"<EOF>", b"<RST>")), out[:200]
+        await asyncio.sleep(0.1)
+        assert not gw.gateway.plane.ctx.busy_upstreams
+
+
+async def test_a_head_written_line_by_line_then_a_long_response_gets_no_stray_408(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    async with gateway(tmp_path, url_of(upstream), server={"header_timeout": 0.3}) as (gw, key):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.data_port)
+        for line in (
+            "GET /slow?delay=0.8 HTTP/1.1\r\n",
+            "Host: x\r\n",
+            f"Authorization: Bearer {key}\r\n",
+            "\r\n",
+        ):
+            writer.write(line.encode())
+            await asyncio.sleep(0.02)
+        out = await read_for(reader, 1.5)
+        assert out.startswith(b"HTTP/1.1 200") and b"408" not in out, out[-200:]
+        writer.write(f"GET /x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode())
+        out = await read_for(reader, 1)
+        writer.close()
+        assert out.startswith(b"HTTP/1.1 200"), out[:100]  # the connection is still good
+
+
+async def test_a_complete_pipelined_request_behind_a_slow_response_is_answered(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    async with gateway(tmp_path, url_of(upstream), server={"header_timeout": 0.3}) as (gw, key):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.data_port)
+        auth = f"Authorization: Bearer {key}\r\n"
+        writer.write(f"GET /slow?delay=0.8 HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
+        await asyncio.sleep(0.1)
+        writer.write(f"GET /second HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
+        out = await read_for(reader, 2)
+        writer.close()
+        assert out.count(b"HTTP/1.1 200") == 2 and b"/second" in out, out[-300:]
+
+
+async def test_drain_closes_a_connection_as_soon_as_its_response_ends(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    """The response head went out before the drain began, so it could not say
+    `Connection: close`; the connection must still close when the response ends."""
+    async with gateway(tmp_path, url_of(upstream)) as (gw, key):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.data_port)
+        writer.write(
+            f"GET /sse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+        )
+        first = await reader.readuntil(b"data: first\n\n")
+        assert first.startswith(b"HTTP/1.1 200")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        draining = asyncio.create_task(gw.gateway.data.drain(10))
+        await asyncio.sleep(0.2)
+        upstream.app[RELEASE].set()
+        out = await read_for(reader, 3)
+        await draining
+        writer.close()
+        assert b"data: second" in out and out.endswith(b"<EOF>")
+        assert loop.time() - started < 2.5  # not the whole shutdown_timeout
+
+
+async def test_body_bytes_after_a_head_response_are_never_relayed(tmp_path: Path) -> None:
+    async def sloppy_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            if head.startswith(b"HEAD"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async with raw_upstream(sloppy_head) as url, gateway(tmp_path, url) as (gw, key):
+        auth = f"Authorization: Bearer {key}\r\n"
+        reply = await raw_exchange(
+            gw.gateway.data_port,
+            f"HEAD /a HTTP/1.1\r\nHost: x\r\n{auth}\r\nGET /b HTTP/1.1\r\nHost: x\r\n{auth}"
+            "Connection: close\r\n\r\n".encode(),
+        )
+        assert b"hello" not in reply and reply.count(b"HTTP/1.1 200") == 2, reply
+
+
+async def test_an_upstream_that_takes_no_body_and_never_answers_gets_504(tmp_path: Path) -> None:
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(30)  # reads nothing more, answers nothing
+
+    async with (
+        raw_upstream(deaf) as url,
+        gateway(tmp_path, url, upstream={"read_timeout": 1}, server={"body_timeout": 30}) as (
+            gw,
+            key,
+        ),
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.data_port)
+        writer.write(
+            f"POST /up HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            "Content-Length: 300000000\r\n\r\n".encode()
+        )
+
+        async def push() -> None:
+            with contextlib.suppress(ConnectionError):
+                while True:
+                    writer.write(b"z" * 65536)
+                    await writer.drain()
+
+        pusher = asyncio.create_task(push())
+        out = await read_for(reader, 5)
+        pusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pusher
+        writer.transport.abort()
+        assert out.startswith(b"HTTP/1.1 504"), out[:100]

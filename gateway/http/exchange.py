@@ -152,7 +152,8 @@ class Exchange:
             if self.answer is None:
                 status = 408 if self.body_error == "body_timeout" else 400
                 self.reason = self.reason or f"http_{status}"
-                self.respond_problem(status, None, None)
+                detail = "The request body stopped arriving." if status == 408 else None
+                self.respond_problem(status, detail, None)
             return None
         return b"".join(parts)
 
@@ -220,6 +221,7 @@ class Exchange:
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client connection is closed")
         transport.write(data)
+        self.request.writer.output_size += len(data)  # aiohttp's "a response went out" mark
         if conn.writing_paused:
             await self.request.writer.drain()
 

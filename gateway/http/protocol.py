@@ -183,7 +183,7 @@ class PlaneConnection(RequestHandler):
         self.idle_since = now
         self.last_read = now
         self.head_started: float | None = None  # bytes of a head not yet dispatched
-        self.tail_partial = False
+        self._tail = b""  # the last 4 bytes read: does the stream end at a head's end?
         self.write_paused_since = now
         self._refused = False
 
@@ -227,13 +227,17 @@ class PlaneConnection(RequestHandler):
         now = self.ctx.clock
         self.last_read = now
         ex = self.exchange
+        tail = self._tail = (self._tail + data)[-4:]
         if ex is None or ex.request_done():
-            if self.head_started is None:
+            if tail == b"\r\n\r\n":
+                self.head_started = None  # the stream is at the end of a head: none pending
+            elif self.head_started is None:
                 self.head_started = now  # these bytes begin a new request's head
-            # A request without a body ends with CRLF CRLF: a read that does not is (most
-            # likely) followed by the start of another head.
-            self.tail_partial = not data.endswith(b"\r\n\r\n")
         super().data_received(data)
+        if ex is not None and self._messages and not ex.request_done():
+            # aiohttp queued a parse error while this request's body was open (a bad chunk in
+            # a later read): its payload never learns of it, so tell it, and stop waiting.
+            ex.request.content.set_exception(BadHttpMessage("malformed request body"))
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -248,8 +252,8 @@ class PlaneConnection(RequestHandler):
     def begin(self, ex: Exchange) -> None:
         self.exchange = ex
         self.fresh = False
-        if ex.head.chunked or ex.head.content_length or not self.tail_partial:
-            self.head_started = None  # else a pipelined head is still arriving: keep its clock
+        if not ex.bodyless:
+            self.head_started = None  # what follows the head is this request's body
 
     def end(self, ex: Exchange) -> None:
         if self.exchange is ex:

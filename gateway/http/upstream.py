@@ -98,6 +98,8 @@ class UpstreamCall:
                 conn.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
             else:
                 conn.transport.write(data)
+            if not conn.write_paused:
+                conn.last_active = self.pool.clock()
 
     async def drained(self) -> None:
         """Wait while the upstream is not taking what we send (or until the call failed)."""
@@ -362,6 +364,9 @@ class UpstreamConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         call = self.call
         if call is not None:
+            if call.head_request:
+                self._trailing = True  # a body after a HEAD response's head: never relayed
+                return
             call.on_body(body)
 
     def on_message_complete(self) -> None:
@@ -403,9 +408,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def check_idle(self, now: float) -> None:
-        """Ticker: 504 (or a cut-off stream) after read_timeout without a byte from upstream."""
+        """Ticker: 504 (or a cut-off stream) after read_timeout without progress: no byte from
+        the upstream once the request was sent, or while it takes none of the body."""
         call = self.call
-        if call is None or not call.sent_all or self.read_paused:
+        if call is None or self.read_paused or not (call.sent_all or self.write_paused):
             return
         if now - self.last_active >= self.pool.settings.read_timeout:
             self._fail(504, "upstream_timeout")
