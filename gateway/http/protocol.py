@@ -234,7 +234,8 @@ class PlaneConnection(RequestHandler):
             elif self.head_started is None:
                 self.head_started = now  # these bytes begin a new request's head
         super().data_received(data)
-        if ex is not None and self._messages and not ex.request_done():
+        # `_messages` is aiohttp's queue of parsed requests (RequestHandler, 3.14): read only.
+        if ex is not None and getattr(self, "_messages", None) and not ex.request_done():
             # aiohttp queued a parse error while this request's body was open (a bad chunk in
             # a later read): its payload never learns of it, so tell it, and stop waiting.
             ex.request.content.set_exception(BadHttpMessage("malformed request body"))
@@ -329,7 +330,7 @@ class PlaneConnection(RequestHandler):
                 self.force_close()
             return
         if not ex.request_done() and now - self.last_read >= limits.body_timeout:
-            if self._reading_paused or self._buffer_paused:
+            if getattr(self, "_reading_paused", False) or getattr(self, "_buffer_paused", False):
                 return  # we stopped reading, not the client
             ex.body_stalled()
 
