@@ -161,7 +161,7 @@ class DataPlane:
         target = request.raw_path.encode("utf-8", "surrogateescape")
         if not target.startswith(b"/"):
             raise BadRequest(400, "request_target_not_origin_form")
-        if b"#" in target:
+        if target.find(b"#") >= 0:
             raise BadRequest(400, "fragment_in_request_target")
         q = target.find(b"?")
         if has_dot_segments(target if q < 0 else target[:q]):
@@ -205,7 +205,7 @@ class DataPlane:
                 {"account_id": principal.account.id, "message": "Authentication successful"}
             )
             ex.respond(200, JSON_HEADERS, body)
-        elif b"access-keys" in path and SelfService.handles(segments := normalise(path)):
+        elif path.find(b"access-keys") >= 0 and SelfService.handles(segments := normalise(path)):
             await self.selfservice.handle(ex, principal, segments)
         else:
             for route, params in matched:
