@@ -217,6 +217,26 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Running]:
         await gw.stop()
 
 
+def url_of(upstream: Any) -> str:
+    """The base URL of an `aiohttp_server` upstream, without a trailing slash."""
+    return str(upstream.make_url("")).rstrip("/")
+
+
+def resolve_dots(parts: list[bytes]) -> list[bytes]:
+    """Path segments as RFC 3986 resolves them: empty and `.` dropped, `..` pops. Written
+    apart from gateway/routes.py on purpose: the tests' oracle must not share its code."""
+    out: list[bytes] = []
+    for seg in parts:
+        if not seg or seg == b".":
+            continue
+        if seg == b"..":
+            if out:
+                out.pop()
+            continue
+        out.append(seg)
+    return out
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 

@@ -19,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
-from support import ADMIN_TOKEN, make_settings, running_gateway
+from support import ADMIN_TOKEN, make_settings, resolve_dots, running_gateway
 
 from gateway import auth
 from gateway.admin.problems import validate_json
@@ -416,29 +416,16 @@ def plain_first(table: RouteTable, method: str, segments: list[bytes]) -> Route:
     return NO_ROUTE
 
 
-def merged(parts: list[bytes]) -> list[bytes]:
-    out: list[bytes] = []
-    for seg in parts:
-        if not seg or seg == b".":
-            continue
-        if seg == b"..":
-            if out:
-                out.pop()
-            continue
-        out.append(seg)
-    return out
-
-
 def readings(raw: bytes) -> list[list[bytes]]:
     """The ways an upstream may read the path (what the gateway's matching must cover)."""
     unq = urllib.parse.unquote_to_bytes
-    out = [merged([unq(p) for p in raw.split(b"/")])]
+    out = [resolve_dots([unq(p) for p in raw.split(b"/")])]
     lowered = raw.lower()
     if b"%2f" in lowered or b"%5c" in lowered or b"\\" in raw:
         split = raw.replace(b"\\", b"/")
         for sep in (b"%2F", b"%2f", b"%5C", b"%5c"):
             split = split.replace(sep, b"/")
-        out.append(merged([unq(p) for p in split.split(b"/")]))
+        out.append(resolve_dots([unq(p) for p in split.split(b"/")]))
     if b"//" in raw:  # not merging slashes: empty segments are segments, decoded or not
         out.append(raw.split(b"/")[1:])
         if raw.startswith(b"/"):

@@ -25,12 +25,9 @@ from support import (
     raw_exchange,
     raw_upstream,
     read_for,
+    url_of,
     write_config,
 )
-
-
-def url_of(upstream: TestServer) -> str:
-    return str(upstream.make_url("")).rstrip("/")
 
 
 async def test_a_pipelined_request_whose_body_comes_later_is_answered(

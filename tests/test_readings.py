@@ -20,7 +20,14 @@ import pytest
 from aiohttp.test_utils import TestServer
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from support import ADMIN_TOKEN, GatewayProcess, free_port, raw_exchange, write_config
+from support import (
+    ADMIN_TOKEN,
+    GatewayProcess,
+    free_port,
+    raw_exchange,
+    resolve_dots,
+    write_config,
+)
 
 from gateway.config import parse_settings
 from gateway.origins import callback_values
@@ -356,29 +363,16 @@ TABLE = RouteTable(
 )
 
 
-def _resolve(segments: list[bytes]) -> list[bytes]:
-    out: list[bytes] = []
-    for seg in segments:
-        if seg in (b"", b"."):
-            continue
-        if seg == b"..":
-            if out:
-                out.pop()
-            continue
-        out.append(seg)
-    return out
-
-
 def oracle_readings(raw: bytes) -> list[list[bytes]]:
     """How real upstreams map a raw path to segments, written independently of routes.py."""
     parts = raw.split(b"/")[1:]
-    plain = _resolve([unquote_to_bytes(p) for p in parts])  # most frameworks
-    tomcat = _resolve([unquote_to_bytes(p.split(b";")[0]) for p in parts])  # strip, then decode
-    jetty = _resolve([unquote_to_bytes(p).split(b";")[0] for p in parts])  # decode, then strip
+    plain = resolve_dots([unquote_to_bytes(p) for p in parts])  # most frameworks
+    tomcat = resolve_dots([unquote_to_bytes(p.split(b";")[0]) for p in parts])  # strip, then decode
+    jetty = resolve_dots([unquote_to_bytes(p).split(b";")[0] for p in parts])  # decode, then strip
     # Strip raw segments, decode, then split on the decoded slashes (Tomcat with
     # encodedSolidusHandling=decode, Spring's UrlPathHelper).
     cut = b"/".join(p.split(b";")[0] for p in parts)
-    decoded_split = _resolve(unquote_to_bytes(cut).split(b"/"))
+    decoded_split = resolve_dots(unquote_to_bytes(cut).split(b"/"))
     return [plain, tomcat, jetty, decoded_split]
 
 

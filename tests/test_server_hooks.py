@@ -20,12 +20,9 @@ from support import (
     raw_exchange,
     raw_upstream,
     read_for,
+    url_of,
     write_config,
 )
-
-
-def url_of(upstream: TestServer) -> str:
-    return str(upstream.make_url("")).rstrip("/")
 
 
 def header(reply: bytes, name: bytes) -> list[bytes]:
