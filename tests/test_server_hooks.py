@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
 from support import (
     RELEASE,
+    SEEN,
     GatewayProcess,
+    Running,
     free_port,
     gateway,
     raw_exchange,
@@ -23,6 +26,12 @@ from support import (
     url_of,
     write_config,
 )
+
+
+@pytest.fixture
+async def gw_plain(tmp_path: Path, upstream: TestServer) -> AsyncIterator[tuple[Running, str]]:
+    async with gateway(tmp_path, url_of(upstream)) as running:
+        yield running
 
 
 def header(reply: bytes, name: bytes) -> list[bytes]:
@@ -277,3 +286,17 @@ async def test_an_upstream_that_takes_no_body_and_never_answers_gets_504(tmp_pat
             await pusher
         writer.transport.abort()
         assert out.startswith(b"HTTP/1.1 504"), out[:100]
+
+
+async def test_an_upgrade_request_is_answered_plainly_and_ends_the_connection(
+    gw_plain: tuple[Running, str], upstream: TestServer
+) -> None:
+    gw, key = gw_plain
+    auth = f"Authorization: Bearer {key}\r\n"
+    reply = await raw_exchange(
+        gw.gateway.data_port,
+        f"GET /ws HTTP/1.1\r\nHost: x\r\n{auth}Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        f"GET /after HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode(),
+    )
+    assert reply.count(b"HTTP/1.1 ") == 1 and b"Connection: close" in reply, reply[:300]
+    assert [r.path for r in upstream.app[SEEN]] == ["/ws"]

@@ -78,7 +78,10 @@ class Exchange:
         self.head_request = method == b"HEAD"
         self.bodyless = not (head.chunked or head.content_length)
         self.started = conn.ctx.loop.time()
-        self.close_after = not request.keep_alive
+        tokens = head.connection_tokens
+        # An upgrade is not tunnelled: the request goes on as a plain one, and the connection
+        # ends with it, so nothing the client sends after it is read as HTTP by one side only.
+        self.close_after = not request.keep_alive or (tokens is not None and b"upgrade" in tokens)
         self.answer: tuple[int, list[Header], bytes] | None = None
         self.call: UpstreamCall | None = None
         self.body_error: str | None = None  # why the request body could not be relayed
