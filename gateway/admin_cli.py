@@ -178,6 +178,7 @@ class Client:
 
     def pages(self, path: str, query: dict[str, Any], follow: bool) -> tuple[list[Any], str | None]:
         items: list[Any] = []
+        seen: set[str] = set()
         while True:
             page = self.call("GET", path, query=query, expect=("data", "next_cursor"))
             if not isinstance(page["data"], list) or not all(
@@ -185,9 +186,16 @@ class Client:
             ):
                 raise CliError(_unknown_shape(_safe(self.url)))
             items += page["data"]
-            if not follow or not page["next_cursor"]:
-                return items, page["next_cursor"]
-            query = {**query, "cursor": page["next_cursor"]}
+            cursor = page["next_cursor"]
+            if not follow or not cursor:
+                return items, cursor
+            if not isinstance(cursor, str) or cursor in seen:
+                raise CliError(
+                    f"the admin API at {_safe(self.url)} sent the same page cursor twice; "
+                    "stopped rather than loop"
+                )
+            seen.add(cursor)
+            query = {**query, "cursor": cursor}
 
 
 def _unknown_shape(where: str) -> str:

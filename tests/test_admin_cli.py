@@ -223,3 +223,14 @@ async def test_a_bad_url_or_an_unexpected_answer_is_one_line_not_a_traceback(
             code, out, err = await cli_at(url, *args)
             assert code == 1, (args, out, err)
             assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+async def test_a_cursor_that_repeats_stops_the_walk_instead_of_looping(
+    aiohttp_server: ServerFactory,
+) -> None:
+    url = await stub(
+        aiohttp_server,
+        lambda _r: web.json_response({"data": [{"id": "a", "name": "n"}], "next_cursor": "same"}),
+    )
+    code, out, err = await asyncio.wait_for(cli_at(url, "accounts", "list", "--all"), 20)
+    assert code == 1 and "same page cursor twice" in err and "Traceback" not in err

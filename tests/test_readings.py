@@ -477,3 +477,21 @@ def test_fuzz_callback_spellings_never_hide_a_value(
             seen = [v for k, v in decoded if framework(k) in (NAME, NAME.lower())]
             assert set(seen) <= set(checked), (query, seen, checked)
             assert len(seen) <= 1, (query, seen)
+
+
+async def test_an_existing_store_readable_by_others_is_named_at_start(
+    tmp_path: Path, upstream: TestServer, umask_022: None
+) -> None:
+    db = tmp_path / "old.db"
+    db.touch(mode=0o644)
+    db.chmod(0o644)
+    port, admin_port = free_port(), free_port()
+    config = write_config(
+        tmp_path / "gw.toml", str(upstream.make_url("")).rstrip("/"), db, port, admin_port
+    )
+    process = GatewayProcess(config, tmp_path / "out.log")
+    process.start(port, admin_port)
+    assert process.stop() == 0
+    text = (tmp_path / "out.log").read_text()
+    assert "readable by others (mode 0644)" in text and str(db) in text
+    assert stat.S_IMODE(db.stat().st_mode) == 0o644  # named, not changed behind the operator's back

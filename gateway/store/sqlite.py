@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import sqlite3
 import uuid
@@ -50,6 +51,7 @@ _AUTH_KEY_COLUMNS = (
     "id, account_id, key_hash, scopes, tool_pack_ids, registered_user_ids, is_test, expires_at,"
     " revoked_at IS NOT NULL"
 )
+log = logging.getLogger("gateway.store")
 _SNAPSHOT_BATCH = 5000
 BUSY_TIMEOUT_MS = 2000
 _ACCOUNT_COLUMNS = "id, name, status, created_at, updated_at"
@@ -185,6 +187,14 @@ def _create_private(path: Path) -> None:
             directory.mkdir(mode=0o700)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning(
+            "store file %s is readable by others (mode %04o): it holds account names, client IPs "
+            "and key hashes; consider chmod 600 (and the same for its -wal and -shm files)",
+            path,
+            mode,
+        )
 
 
 class SQLiteStore:
