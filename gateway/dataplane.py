@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from gateway import auth
-from gateway.config import Settings
+from gateway.config import Settings, UpstreamTarget
 from gateway.http.exchange import Exchange
 from gateway.http.protocol import (
     PlaneConnection,
@@ -77,7 +77,7 @@ class DataPlane:
         ctx.tick_hooks.append(self._expire_idle)
         ctx.tick_hooks.append(lambda _now: self.access_log.flush())
 
-    def _pool(self, target: Any, name: str) -> UpstreamPool:
+    def _pool(self, target: UpstreamTarget, name: str) -> UpstreamPool:
         ctx = self.ctx
         return UpstreamPool(
             ctx.loop, ctx.now, ctx.busy_upstreams, target, self.settings.upstream, name
