@@ -18,7 +18,7 @@ from aiohttp import web
 
 from gateway import auth
 from gateway.config import Settings, UpstreamTarget
-from gateway.http.exchange import Exchange
+from gateway.http.exchange import Exchange, answer_head
 from gateway.http.protocol import (
     PlaneConnection,
     PlaneContext,
@@ -40,6 +40,7 @@ from gateway.usage import UsageRecorder
 
 UNAUTHORIZED_HEADERS = [(b"Content-Type", b"text/plain"), (b"WWW-Authenticate", b"Bearer")]
 UNAUTHORIZED_BODY = b"Unauthorized"
+UNAUTHORIZED_HEAD = answer_head(401, UNAUTHORIZED_HEADERS, len(UNAUTHORIZED_BODY))
 JSON_HEADERS = [(b"Content-Type", b"application/json")]
 AUTH_PATHS = frozenset({b"/v1/auth", b"/v1/auth/"})
 DISCARD_LIMIT = 1024 * 1024  # request body bytes read and dropped after an early answer
@@ -193,7 +194,7 @@ class DataPlane:
         if reason is not None:
             ex.principal = principal
             ex.reason = reason
-            ex.respond(401, UNAUTHORIZED_HEADERS, UNAUTHORIZED_BODY)
+            ex.respond_prebuilt(401, UNAUTHORIZED_HEAD, UNAUTHORIZED_BODY)
             await ex.send_answer()
             return
         assert principal is not None

@@ -21,6 +21,17 @@ if TYPE_CHECKING:
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
+def answer_head(status: int, headers: list[Header], length: int) -> bytes:
+    """The fixed start of a response the gateway makes itself, up to the request id."""
+    return b"".join(
+        (
+            status_line(status),
+            *render_headers(headers),
+            b"Content-Length: %d\r\nX-Request-Id: " % length,
+        )
+    )
+
+
 class BodyStalled(Exception):
     """The client stopped sending the request body (body_timeout)."""
 
@@ -82,7 +93,7 @@ class Exchange:
         # An upgrade is not tunnelled: the request goes on as a plain one, and the connection
         # ends with it, so nothing the client sends after it is read as HTTP by one side only.
         self.close_after = not request.keep_alive or (tokens is not None and b"upgrade" in tokens)
-        self.answer: tuple[int, list[Header], bytes] | None = None
+        self.answer: tuple[int, bytes, bytes] | None = None  # status, answer_head, body
         self.call: UpstreamCall | None = None
         self.body_error: str | None = None  # why the request body could not be relayed
         self.body_received = 0
@@ -121,7 +132,11 @@ class Exchange:
 
     def respond(self, status: int, headers: list[Header], body: bytes) -> None:
         """A complete response produced by the gateway itself, written by `send_answer`."""
-        self.answer = (status, headers, body)
+        self.answer = (status, answer_head(status, headers, len(body)), body)
+
+    def respond_prebuilt(self, status: int, head: bytes, body: bytes) -> None:
+        """`respond` with the head's fixed start built once (see `answer_head`)."""
+        self.answer = (status, head, body)
 
     def respond_problem(
         self,
@@ -193,21 +208,20 @@ class Exchange:
 
     async def send_answer(self) -> None:
         assert self.answer is not None
-        status, headers, body = self.answer
+        status, head, body = self.answer
         if not self.request_done() and (
             not self.request.keep_alive or (self.head.expect_continue and not self.continued)
         ):
             self.close_after = True  # the body will not come, or not be read: close after
-        parts = [status_line(status), *render_headers(headers)]
-        parts += (
-            b"Content-Length: %d\r\nX-Request-Id: " % len(body),
+        parts = [
+            head,
             self.request_id,
             b"\r\nServer: keygate\r\nDate: ",
             self.conn.ctx.date,
             b"\r\n",
             self._connection_header(),
             b"\r\n",
-        )
+        ]
         if not self.head_request:
             parts.append(body)
         self.status = status
