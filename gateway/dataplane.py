@@ -225,7 +225,8 @@ class DataPlane:
     async def _proxy(self, ex: Exchange, pool: UpstreamPool, principal: KeyEntry | None) -> None:
         head = ex.head
         has_body = head.chunked or bool(head.content_length)
-        await ex.send_continue()
+        if head.expect_continue:
+            await ex.send_continue()
         call = ex.call = pool.call(
             self.upstream_head(ex, pool, principal), ex.method, has_body=has_body
         )

@@ -227,20 +227,25 @@ class Exchange:
         self.status = status
         self.bytes_out = len(body)
         self.response_started = True
-        await self.write(b"".join(parts))
+        if self.put(b"".join(parts)):
+            await self.request.writer.drain()
 
     async def write(self, data: bytes) -> None:
         """Write a head (with what body is at hand) straight to the transport, and wait while
         the client is not reading: aiohttp's writer drains only past 64 KiB per response, so
         a flood of small pipelined answers must wait here."""
+        if self.put(data):
+            await self.request.writer.drain()
+
+    def put(self, data: bytes) -> bool:
+        """`write` without the wait: True when the caller must drain before writing more."""
         conn = self.conn
         transport = conn.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client connection is closed")
         transport.write(data)
         self.request.writer.output_size += len(data)  # aiohttp's "a response went out" mark
-        if conn.writing_paused:
-            await self.request.writer.drain()
+        return conn.writing_paused
 
     # -- relaying the upstream's response --------------------------------------------------------
 
@@ -270,7 +275,11 @@ class Exchange:
     async def relay(self, call: UpstreamCall) -> None:
         """Stream the upstream's response to the client. Raises UpstreamError before the head
         went out (the caller answers 502/504); after that, a failure cuts the connection."""
-        status, reason, response = await call.response()
+        got = call.response_now()
+        while got is None:
+            await call.waiter()
+            got = call.response_now()
+        status, reason, response = got
         self.upstream_ms = (self.conn.ctx.loop.time() - call.started) * 1000.0
         self.upstream_status = self.status = status
         head, chunked = self.response_head(status, reason, response)
@@ -283,7 +292,8 @@ class Exchange:
             if chunked:
                 framing = [b"%x\r\n" % size, *chunks, b"\r\n"] if size else []
                 chunks = [*framing, b"0\r\n\r\n"]
-            await self.write(b"".join((head, *chunks)) if chunks else head)
+            if self.put(b"".join((head, *chunks)) if chunks else head):
+                await writer.drain()
             return
         await self.write(b"".join((head, *chunks)) if chunks and not chunked else head)
         if chunked:

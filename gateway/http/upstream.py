@@ -122,11 +122,19 @@ class UpstreamCall:
 
     async def response(self) -> tuple[int, bytes, ResponseHead]:
         """The response head; UpstreamError if none comes."""
-        while self._head is None:
-            if self._error is not None:
-                raise self._error
+        while (head := self.response_now()) is None:
             await self._wait()
+        return head
+
+    def response_now(self) -> tuple[int, bytes, ResponseHead] | None:
+        """The response head if it is here (UpstreamError if it never will be), else None:
+        the caller awaits `waiter()` and asks again. `response()` without a coroutine call."""
+        if self._head is None and self._error is not None:
+            raise self._error
         return self._head
+
+    def waiter(self) -> asyncio.Future[None]:
+        return self._wait()
 
     def available(self) -> tuple[list[bytes], bool]:
         """What the upstream already sent, without waiting, and whether that is all."""
