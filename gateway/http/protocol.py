@@ -227,7 +227,7 @@ class PlaneConnection(RequestHandler):
         now = self.ctx.clock
         self.last_read = now
         ex = self.exchange
-        tail = self._tail = (self._tail + data)[-4:]
+        tail = self._tail = (self._tail + data[-4:])[-4:]  # no copy of the whole read
         if ex is None or ex.request_done():
             if tail == b"\r\n\r\n":
                 self.head_started = None  # the stream is at the end of a head: none pending

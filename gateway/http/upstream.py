@@ -44,6 +44,11 @@ class UpstreamError(Exception):
         self.reason = reason
 
 
+def _settle(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
 class UpstreamCall:
     """One request on the upstream and its response, as the caller sees it."""
 
@@ -120,15 +125,9 @@ class UpstreamCall:
 
     # -- the response ------------------------------------------------------------------------
 
-    async def response(self) -> tuple[int, bytes, ResponseHead]:
-        """The response head; UpstreamError if none comes."""
-        while (head := self.response_now()) is None:
-            await self._wait()
-        return head
-
     def response_now(self) -> tuple[int, bytes, ResponseHead] | None:
         """The response head if it is here (UpstreamError if it never will be), else None:
-        the caller awaits `waiter()` and asks again. `response()` without a coroutine call."""
+        the caller awaits `waiter()` and asks again (no coroutine call per request)."""
         if self._head is None and self._error is not None:
             raise self._error
         return self._head
@@ -140,7 +139,7 @@ class UpstreamCall:
         """What the upstream already sent, without waiting, and whether that is all."""
         chunks = list(self._chunks)
         self._chunks.clear()
-        self._consumed()
+        self._consumed(self._buffered)
         return chunks, self._done
 
     async def read(self) -> bytes:
@@ -152,7 +151,7 @@ class UpstreamCall:
                 raise self._error
             await self._wait()
         data = self._chunks.popleft()
-        self._consumed()
+        self._consumed(len(data))
         return data
 
     def abandon(self) -> None:
@@ -177,21 +176,15 @@ class UpstreamCall:
         return waiter
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        waiter, self._waiter = self._waiter, None
+        _settle(waiter)
 
     def _wake_writer(self) -> None:
-        waiter = self._write_waiter
-        if waiter is not None:
-            self._write_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        waiter, self._write_waiter = self._write_waiter, None
+        _settle(waiter)
 
-    def _consumed(self) -> None:
-        self._buffered = sum(map(len, self._chunks)) if self._chunks else 0
+    def _consumed(self, size: int) -> None:
+        self._buffered -= size
         conn = self.conn
         if conn is not None and conn.read_paused and self._buffered <= READ_LOW:
             conn.resume_reading()
