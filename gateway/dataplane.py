@@ -90,7 +90,7 @@ class DataPlane:
         next connection); requests in flight finish as they started."""
         self.settings = settings
         self.routes = RouteTable(settings.routes)
-        self.selfservice.settings = settings
+        self.selfservice.reload(settings)
         self.prefix_len = len(settings.keys.prefix) + 9
         ctx = self.ctx
         ctx.limits = settings.server
@@ -206,8 +206,8 @@ class DataPlane:
                 {"account_id": principal.account.id, "message": "Authentication successful"}
             )
             ex.respond(200, JSON_HEADERS, body)
-        elif path.find(b"access-keys") >= 0 and SelfService.handles(segments := normalise(path)):
-            await self.selfservice.handle(ex, principal, segments)
+        elif path.find(b"access-keys") >= 0 and SelfService.handles(normalise(path)):
+            await self.selfservice.answer(ex, principal)
         else:
             for route, params in matched:
                 if not self._allowed(ex, principal, route, params):

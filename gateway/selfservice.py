@@ -1,6 +1,12 @@
 """Self-service keys on the data plane (contract section 4): `/api/v1/access-keys/...` for keys
 holding `management:all`, confined to the caller's account and environment.
 
+The second door of the key API: the handlers are the admin API's own (gateway/admin/keys.py),
+served by an aiohttp `Application` with the same problem middleware and documented by the same
+OpenAPI generator; `SelfServiceDoor` says what differs. The data plane authenticates the key,
+checks the scope and reads the (small) body with its own limits, then hands the request to
+that application.
+
 A key minted here must fit inside the key that asked for it (scopes, tool packs, registered
 users, expiry; null = unrestricted only under an unrestricted parent) and records it as
 `parent_key_id`. The caller may read every key of its account and environment, but regenerate
@@ -11,33 +17,34 @@ transaction.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl
 
-import orjson
+from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway import keyservice
-from gateway.admin.problems import validate_json
-from gateway.admin.render import key_out
-from gateway.admin.schemas import ChildKeyCreate
+from gateway.admin import keys
+from gateway.admin.openapi import ApiInfo, build_openapi
+from gateway.admin.params import PAGING, Param
+from gateway.admin.problems import API_NAME, REQUEST_ID, problems_middleware, request_id
+from gateway.admin.routes import Route
+from gateway.admin.schemas import ChildKeyCreate, KeyCreated, KeyList, KeyOut
+from gateway.admin.state import SETTINGS, STORE, SettingsRef
 from gateway.config import Settings
-from gateway.errors import NotFoundError, ProblemError, StoreError, ValidationError
+from gateway.errors import NotFoundError, ProblemError, ValidationError
 from gateway.http.exchange import Exchange
-from gateway.http.protocol import problem_body
+from gateway.http.protocol import PlaneRequest
 from gateway.index import NEVER, KeyEntry
 from gateway.store.base import Store
-from gateway.store.records import Actor, KeyRecord
+from gateway.store.records import Actor, KeyRecord, NewKey
 from gateway.timeutil import now_us
-
-log = logging.getLogger("gateway.selfservice")
 
 PREFIX = (b"api", b"v1", b"access-keys")
 MANAGEMENT_SCOPE = "management:all"
 BODY_LIMIT = 64 * 1024
 MAX_LINEAGE = 64  # parent links followed when checking that a key descends from the caller
-JSON = [(b"Content-Type", b"application/json")]
+CALLER: web.RequestKey[KeyEntry] = web.RequestKey("caller", KeyEntry)
+PEER: web.RequestKey[str] = web.RequestKey("peer", str)
 
 
 def insufficient_scope(ex: Exchange, scopes: tuple[str, ...] | list[str]) -> None:
@@ -104,155 +111,46 @@ def child_key_limits(
     return {"scopes": scopes, "expires_at": expires_at, **lists}
 
 
-class SelfService:
-    def __init__(self, settings: Settings, store: Store) -> None:
-        self.settings = settings
-        self.store = store
+class SelfServiceDoor:
+    """The data plane's door: the caller's account and environment only; changes only to the
+    caller and the keys minted under it; new keys never wider than the caller."""
 
-    @staticmethod
-    def handles(segments: list[bytes]) -> bool:
-        return tuple(segments[:3]) == PREFIX
+    create_model = ChildKeyCreate
+    list_params: tuple[Param, ...] = (
+        Param("status", "string", "Only keys in this status", ("active", "revoked", "expired")),
+        *PAGING,
+    )
 
-    async def handle(self, ex: Exchange, caller: KeyEntry, segments: list[bytes]) -> None:
-        """Answer (through `ex.respond`) one self-service request."""
-        if MANAGEMENT_SCOPE not in caller.scopes:
-            insufficient_scope(ex, [MANAGEMENT_SCOPE])
-            return
-        rest = segments[3:]
-        method = ex.method
-        op: Callable[[Exchange, KeyEntry, str, bytes], Awaitable[tuple[int, Any]]]
-        allowed: bytes
-        key_id = ""
-        if not rest:
-            allowed = b"GET, POST"
-            op = self._list if method == b"GET" else self._create
-            ok = method in (b"GET", b"POST")
-        elif len(rest) == 1:
-            allowed = b"GET"
-            op, ok = self._get, method == b"GET"
-            key_id = rest[0].decode("utf-8", "replace")
-        elif len(rest) == 2 and rest[1] in (b"regenerate", b"revoke"):
-            allowed = b"POST"
-            op = self._regenerate if rest[1] == b"regenerate" else self._revoke
-            ok = method == b"POST"
-            key_id = rest[0].decode("utf-8", "replace")
-        else:
-            ex.respond_problem(404, "No self-service endpoint matches this path.", None)
-            return
-        if not ok:
-            ex.respond(
-                405,
-                [(b"Content-Type", b"application/problem+json"), (b"Allow", allowed)],
-                _problem_bytes(ex, 405, f"{method.decode()} is not allowed here.", None),
-            )
-            return
-
-        body = await ex.read_body(BODY_LIMIT)
-        if body is not None:
-            await self._answer(ex, op, caller, key_id, body)
-
-    async def _answer(
-        self,
-        ex: Exchange,
-        op: Callable[[Exchange, KeyEntry, str, bytes], Awaitable[tuple[int, Any]]],
-        caller: KeyEntry,
-        key_id: str,
-        body: bytes,
-    ) -> None:
-        try:
-            status, doc = await op(ex, caller, key_id, body)
-        except ProblemError as exc:
-            extra: dict[str, object] = {"type": exc.type}
-            if exc.errors is not None:
-                extra["errors"] = exc.errors
-            ex.respond_problem(exc.status, exc.detail, exc.title, extra)
-            return
-        except StoreError as exc:
-            log.error("self-service store error: %s", exc)
-            ex.respond_problem(503, "The key store is unavailable; nothing was changed.", None)
-            return
-        except Exception:
-            log.exception("self-service request failed")
-            ex.respond_problem(500, "Internal error.", None)
-            return
-        ex.respond(status, JSON, orjson.dumps(doc))
-
-    # -- operations --------------------------------------------------------------------------
-
-    def _actor(self, ex: Exchange, caller: KeyEntry) -> Actor:
+    def actor(self, request: web.Request) -> Actor:
         return Actor(
-            actor=f"key:{caller.id}", ip=ex.conn.peer or None, request_id=ex.request_id.decode()
+            actor=f"key:{request[CALLER].id}",
+            ip=request.get(PEER) or None,
+            request_id=request_id(request),
         )
 
-    async def _target(self, caller: KeyEntry, key_id: str) -> KeyRecord:
-        record = await self.store.get_key(key_id)
+    def confine(self, request: web.Request, query: dict[str, object]) -> dict[str, Any]:
+        caller = request[CALLER]
+        return {"account_id": caller.account.id, "is_test": caller.is_test}
+
+    async def find(self, request: web.Request, *, changing: bool) -> KeyRecord:
+        caller = request[CALLER]
+        store = request.app[STORE]
+        target = await store.get_key(request.match_info["key_id"])
         if (
-            record is None
-            or record.account_id != caller.account.id
-            or record.is_test != caller.is_test
+            target is None
+            or target.account_id != caller.account.id
+            or target.is_test != caller.is_test
         ):
             raise NotFoundError("Key not found", title="Key not found")  # other worlds do not exist
-        return record
-
-    async def _list(self, ex: Exchange, caller: KeyEntry, _: str, body: bytes) -> tuple[int, Any]:
-        query = _query(ex.query, {"limit", "cursor", "status"})
-        limit_text = query.get("limit", "50")
-        if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 500:
-            raise ValidationError([{"field": "limit", "message": "must be between 1 and 500"}])
-        status = query.get("status")
-        if status is not None and status not in ("active", "revoked", "expired"):
-            raise ValidationError(
-                [{"field": "status", "message": "must be active, revoked or expired"}]
-            )
-        items, nxt = await self.store.list_keys(
-            limit=int(limit_text),
-            cursor=query.get("cursor"),
-            account_id=caller.account.id,
-            is_test=caller.is_test,
-            status=status,
-        )
-        now = now_us()
-        return 200, {"data": [key_out(k, now) for k in items], "next_cursor": nxt}
-
-    async def _get(
-        self, ex: Exchange, caller: KeyEntry, key_id: str, body: bytes
-    ) -> tuple[int, Any]:
-        return 200, key_out(await self._target(caller, key_id), now_us())
-
-    async def _create(self, ex: Exchange, caller: KeyEntry, _: str, body: bytes) -> tuple[int, Any]:
-        parsed, sent = validate_json(body, ChildKeyCreate)
-        now = now_us()
-        limits = child_key_limits(parsed, sent, caller, self.settings, now)
-        keys = self.settings.keys
-        secret, new = keyservice.mint(
-            prefix=keys.prefix,
-            account_id=caller.account.id,
-            is_test=caller.is_test,
-            now_us=now,
-            name=parsed.name,
-            description=parsed.description,
-            created_by=f"key:{caller.id}",
-            service_account_id=parsed.service_account_id,
-            parent_key_id=caller.id,
-            **limits,
-        )
-        record = await self.store.create_key(
-            new, self._actor(ex, caller), max_production_keys=keys.max_production_keys_per_account
-        )
-        return 201, key_out(record, now_us(), secret)
-
-    async def _checked_target(self, caller: KeyEntry, key_id: str) -> KeyRecord:
-        """A key the caller may regenerate or revoke: itself or one minted under it."""
-        target = await self._target(caller, key_id)
+        if not changing:
+            return target
         record: KeyRecord | None = target
         for _ in range(MAX_LINEAGE):
             if record is None:
                 break
             if record.id == caller.id:
                 return target
-            record = (
-                await self.store.get_key(record.parent_key_id) if record.parent_key_id else None
-            )
+            record = await store.get_key(record.parent_key_id) if record.parent_key_id else None
         raise ProblemError(
             "A management key may regenerate or revoke only itself and the keys minted under it.",
             status=403,
@@ -260,36 +158,155 @@ class SelfService:
             type="urn:gateway:problem:insufficient-scope",
         )
 
-    async def _regenerate(
-        self, ex: Exchange, caller: KeyEntry, key_id: str, body: bytes
-    ) -> tuple[int, Any]:
-        target = await self._checked_target(caller, key_id)
-        secret, digest, prefix, last4 = keyservice.new_secret(
-            self.settings.keys.prefix, target.is_test
+    def mint(self, request: web.Request, body: Any, sent: set[str]) -> tuple[str, NewKey]:
+        caller = request[CALLER]
+        settings = request.app[SETTINGS].current
+        now = now_us()
+        limits = child_key_limits(body, sent, caller, settings, now)
+        return keyservice.mint(
+            prefix=settings.keys.prefix,
+            account_id=caller.account.id,
+            is_test=caller.is_test,
+            now_us=now,
+            name=body.name,
+            description=body.description,
+            created_by=f"key:{caller.id}",
+            service_account_id=body.service_account_id,
+            parent_key_id=caller.id,
+            **limits,
         )
-        record = await self.store.regenerate_key(
-            target.id, digest, prefix, last4, self._actor(ex, caller)
+
+
+def routes() -> tuple[Route, ...]:
+    """The self-service API as documented (with the trailing slash; it is optional)."""
+    base = "/api/v1/access-keys/"
+    key = base + "{key_id}/"
+    changing = "403 when the caller did not mint this key (and is not it)"
+    return (
+        Route(
+            "GET",
+            base,
+            keys.list_keys,
+            "List the keys of the caller's account and environment",
+            "self-service",
+            response=KeyList,
+            query=SelfServiceDoor.list_params,
+            errors=(400, 403),
+        ),
+        Route(
+            "POST",
+            base,
+            keys.create_key,
+            "Mint a key under the caller, never wider than it (plaintext returned once)",
+            "self-service",
+            body=ChildKeyCreate,
+            status=201,
+            response=KeyCreated,
+            errors=(400, 403, 409),
+        ),
+        Route(
+            "GET",
+            key,
+            keys.get_key,
+            "Read a key",
+            "self-service",
+            response=KeyOut,
+            errors=(403, 404),
+        ),
+        Route(
+            "POST",
+            key + "regenerate/",
+            keys.regenerate_key,
+            "New secret for the same key; the old one stops working at once. " + changing,
+            "self-service",
+            response=KeyCreated,
+            errors=(403, 404, 409),
+        ),
+        Route(
+            "POST",
+            key + "revoke/",
+            keys.revoke_key,
+            "Revoke a key and every key minted under it. " + changing,
+            "self-service",
+            response=KeyOut,
+            errors=(403, 404),
+        ),
+    )
+
+
+INFO = ApiInfo(
+    title="Gateway self-service key API",
+    description="Served on the data plane for keys with the scope management:all, confined to "
+    "the calling key's account and environment. Errors are application/problem+json "
+    "(RFC 9457). A trailing slash is optional on every path.",
+    scheme="managementKey",
+    unauthorized="Missing, malformed, unknown, revoked or expired key",
+    body_limit="Body larger than 64 KiB",
+)
+
+
+def openapi() -> dict[str, Any]:
+    return build_openapi(routes(), INFO)
+
+
+def create_selfservice_app(settings: Settings, store: Store) -> web.Application:
+    app = web.Application(middlewares=[problems_middleware], client_max_size=BODY_LIMIT)
+    app[SETTINGS] = SettingsRef(settings)
+    app[STORE] = store
+    door: keys.KeyDoor = SelfServiceDoor()
+    app[keys.DOOR] = door
+    app[API_NAME] = "self-service"
+    for route in routes():
+        for path in (route.path, route.path.rstrip("/")):
+            app.router.add_route(route.method, path, route.handler)
+    app.freeze()
+    return app
+
+
+class SelfService:
+    """The data plane's side of the door: scope check, body, hand-over, answer."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.app = create_selfservice_app(settings, store)
+
+    @staticmethod
+    def handles(segments: list[bytes]) -> bool:
+        return tuple(segments[:3]) == PREFIX
+
+    def reload(self, settings: Settings) -> None:
+        self.app[SETTINGS].current = settings
+
+    async def answer(self, ex: Exchange, caller: KeyEntry) -> None:
+        """Answer (through `ex.respond`) one self-service request."""
+        if MANAGEMENT_SCOPE not in caller.scopes:
+            insufficient_scope(ex, [MANAGEMENT_SCOPE])
+            return
+        body = await ex.read_body(BODY_LIMIT)  # the data plane's limits, 408 and 100-continue
+        if body is None:
+            return
+        original = ex.request
+        assert isinstance(original, PlaneRequest)
+        if "Expect" in original.headers:
+            # Answered by `read_body` already: aiohttp's dispatch must not answer it again.
+            kept = CIMultiDict(original.headers)
+            kept.popall("Expect")
+            request = original.clone(headers=kept, client_max_size=BODY_LIMIT)
+        else:
+            request = original.clone(client_max_size=BODY_LIMIT)
+        request.door_body = body
+        request[REQUEST_ID] = ex.request_id.decode("latin-1")
+        request[CALLER] = caller
+        request[PEER] = ex.conn.peer
+        # aiohttp's own dispatch (router, middlewares) for an application that is not served
+        # by a runner of its own: the one private entry point this module relies on.
+        response = await self.app._handle(request)
+        assert isinstance(response, web.Response)
+        headers = CIMultiDict(response.headers)
+        for name in ("Content-Length", "X-Request-Id", "Server", "Date"):
+            headers.popall(name, None)
+        raw = response.body
+        ex.respond(
+            response.status,
+            [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
+            raw if isinstance(raw, bytes) else b"",
         )
-        return 200, key_out(record, now_us(), secret)
-
-    async def _revoke(
-        self, ex: Exchange, caller: KeyEntry, key_id: str, body: bytes
-    ) -> tuple[int, Any]:
-        target = await self._checked_target(caller, key_id)
-        record = await self.store.revoke_key(target.id, self._actor(ex, caller))
-        return 200, key_out(record, now_us())
-
-
-def _query(raw: bytes, allowed: set[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, value in parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True):
-        if name not in allowed:
-            raise ValidationError([{"field": name, "message": "unknown query parameter"}])
-        if name in out:
-            raise ValidationError([{"field": name, "message": "given more than once"}])
-        out[name] = value
-    return out
-
-
-def _problem_bytes(ex: Exchange, status: int, detail: str, title: str | None) -> bytes:
-    return problem_body(status, detail, title, ex.path, ex.request_id)

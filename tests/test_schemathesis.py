@@ -84,13 +84,13 @@ def known_ids(admin_url: str) -> dict[str, str]:
 SELF = ("GET", "/admin/v1/openapi.json")
 OPERATIONS = [
     (r.method, r.path)
-    for r in api_routes(None, None)  # type: ignore[arg-type]
+    for r in api_routes(None, None, None)  # type: ignore[arg-type]
     if (r.method, r.path) != SELF
 ]
 # Negative generation needs something to make invalid: a parameter or a body.
 HAS_INPUT = {
     (r.method, r.path)
-    for r in api_routes(None, None)  # type: ignore[arg-type]
+    for r in api_routes(None, None, None)  # type: ignore[arg-type]
     if r.body is not None or r.query or "{" in r.path
 }
 CASES = [

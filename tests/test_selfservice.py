@@ -290,3 +290,119 @@ async def test_self_service_respects_the_production_key_limit(tmp_path, upstream
         assert (await call(gw, key, "POST", BASE, json={}))[0] == 201
         status, problem = await call(gw, key, "POST", BASE, json={})
         assert status == 409
+
+
+# -- one implementation behind two doors ----------------------------------------------------------
+
+
+async def test_the_self_service_document_describes_exactly_what_the_door_serves(
+    gw: Running, manager: dict
+) -> None:
+    """The document is generated from the door's route table by the admin API's generator; each
+    documented operation answers through the data plane as documented, bodies checked against
+    the schemas."""
+    import re
+
+    from jsonschema import Draft202012Validator
+    from openapi_spec_validator import validate
+
+    status, doc = await gw.admin("GET", "/admin/v1/self-service/openapi.json")
+    assert status == 200
+    validate(doc)
+    assert doc["components"]["securitySchemes"] == {
+        "managementKey": {"type": "http", "scheme": "bearer"}
+    }
+    app = gw.gateway.plane.selfservice.app  # type: ignore[union-attr]
+    served = set()
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter")
+        served.add((route.method.lower(), path if path.endswith("/") else path + "/"))
+    documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
+    assert served == documented and len(documented) == 5
+    _, child = await call(gw, manager["key"], "POST", BASE, json={"name": "victim"})
+    order = sorted(documented, key=lambda mp: mp[1].endswith("revoke/"))  # revoke last
+    for method, path in order:
+        op = doc["paths"][path][method]
+        url = path.replace("{key_id}", child["id"])
+        body = {"name": "made"} if method == "post" and "{key_id}" not in path else None
+        status, got = await call(gw, manager["key"], method.upper(), url, json=body)
+        assert 200 <= status < 300 and str(status) in op["responses"], (method, path, got)
+        schema = op["responses"][str(status)]["content"]["application/json"]["schema"]
+        validator = Draft202012Validator({**schema, "components": doc["components"]})
+        assert not [e.message for e in validator.iter_errors(got)], (method, path)
+    # A key without management:all is refused by the door before any handler runs.
+    status, problem = await call(gw, await gw.new_key(scopes=["runtime:all"]), "GET", BASE)
+    assert status == 403 and problem["required_scopes"] == ["management:all"]
+    assert re.fullmatch(r"[0-9a-f]{32}", problem["request_id"])
+
+
+async def test_both_doors_answer_the_same_mistake_the_same_way(gw: Running, manager: dict) -> None:
+    """Same validation, same problem rendering: only `instance` and `request_id` differ."""
+    bad = {"name": "x" * 300, "scopes": "runtime:all", "nope": 1}
+    status_a, admin = await gw.admin(
+        "POST", "/admin/v1/keys", json={"account_id": manager["account_id"], **bad}
+    )
+    status_s, door = await call(gw, manager["key"], "POST", BASE, json=bad)
+    assert status_a == status_s == 400
+    assert admin["errors"] == door["errors"] and len(door["errors"]) == 3
+    assert {k: v for k, v in admin.items() if k not in ("instance", "request_id")} == {
+        k: v for k, v in door.items() if k not in ("instance", "request_id")
+    }
+    assert door["instance"] == BASE
+    # Not JSON: 415 at both doors.
+    for url, headers in (
+        (gw.admin_url + "/admin/v1/keys", gw.admin_headers),
+        (gw.url + BASE, bearer(manager["key"])),
+    ):
+        async with gw.session.post(
+            url, data=b"name=x", headers={**headers, "Content-Type": "text/plain"}
+        ) as resp:
+            assert resp.status == 415, url
+            assert resp.headers["Content-Type"] == "application/problem+json"
+
+
+async def test_the_door_keeps_the_data_plane_answer_conventions(gw: Running, manager: dict) -> None:
+    """Request id echoed (the client's when well-formed), `Server: keygate`, no aiohttp version,
+    `Allow` on a 405, and 100-continue answered once, after the key checked out."""
+    rid = "a" * 32
+    async with gw.session.get(
+        gw.url + BASE, headers={**bearer(manager["key"]), "X-Request-Id": rid}
+    ) as resp:
+        assert resp.status == 200
+        assert resp.headers["X-Request-Id"] == rid
+        assert resp.headers["Server"] == "keygate"
+        assert resp.headers.getall("X-Request-Id") == [rid]
+    async with gw.session.delete(gw.url + BASE + "/", headers=bearer(manager["key"])) as resp:
+        problem = await resp.json(content_type=None)
+        assert resp.status == 405 and sorted(resp.headers["Allow"].split(",")) == ["GET", "POST"]
+        assert problem["request_id"] == resp.headers["X-Request-Id"]
+        assert problem["detail"] == f"DELETE is not allowed on {BASE}/."
+    import asyncio
+
+    from support import raw_exchange
+
+    body = b'{"name": "continued"}'
+    for path, expected in ((BASE, b"201"), (BASE + "/x/y/z", b"404")):
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {manager['key']}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        ).encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.data_port)
+        writer.write(head)
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(body)
+        reply = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert reply.startswith(b"HTTP/1.1 " + expected), reply
+        assert b"100 Continue" not in reply
+        assert b"aiohttp" not in reply and b"Python" not in reply
+    # An unknown key never reaches the door, and gets no 100 Continue.
+    reply = await raw_exchange(
+        gw.gateway.data_port,
+        b"POST " + BASE.encode() + b" HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\n\r\n",
+    )
+    assert reply.startswith(b"HTTP/1.1 401 ") and b"100 Continue" not in reply

@@ -7,6 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import selfservice
+from gateway.admin.keys import DOOR, AdminDoor, KeyDoor
 from gateway.admin.openapi import build_openapi
 from gateway.admin.problems import Handler, json_response, problems_middleware, unauthorized
 from gateway.admin.routes import Route, api_routes
@@ -16,6 +18,7 @@ from gateway.store.base import Store
 
 MetricsSource = Callable[[], bytes]
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
+SELF_OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("selfservice_openapi")
 METRICS: web.AppKey[MetricsSource] = web.AppKey("metrics")
 PUBLIC: web.AppKey[frozenset[str]] = web.AppKey("public_paths")
 
@@ -33,6 +36,10 @@ async def openapi(request: web.Request) -> web.Response:
     return json_response(request.app[OPENAPI])
 
 
+async def selfservice_openapi(request: web.Request) -> web.Response:
+    return json_response(request.app[SELF_OPENAPI])
+
+
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(
         body=request.app[METRICS](),
@@ -41,7 +48,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def routes() -> tuple[Route, ...]:
-    return api_routes(openapi, metrics)
+    return api_routes(openapi, metrics, selfservice_openapi)
 
 
 def create_admin_app(
@@ -56,6 +63,9 @@ def create_admin_app(
     app[TOKEN] = token
     app[METRICS] = metrics_source
     app[OPENAPI] = build_openapi(table)
+    app[SELF_OPENAPI] = selfservice.openapi()
+    door: KeyDoor = AdminDoor()
+    app[DOOR] = door
     app[PUBLIC] = frozenset(r.path for r in table if r.public)
     for route in table:
         app.router.add_route(route.method, route.path, route.handler)

@@ -1,8 +1,16 @@
-"""Admin handlers for keys: mint, list, read, rename, regenerate, revoke, delete."""
+"""The key API's handlers: mint, list, read, rename, regenerate, revoke, delete.
+
+One implementation behind two doors: the admin port (admin token, every key) and the data
+plane's self-service endpoints (a `management:all` key, its own account and environment; see
+gateway/selfservice.py). What differs is a `KeyDoor` in the app's state; the handlers, schemas,
+validation, problem rendering and key rendering are the same."""
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from aiohttp import web
+from pydantic import BaseModel
 
 from gateway import keyservice
 from gateway.admin.params import PAGING, Param, paging, parse_query
@@ -65,40 +73,82 @@ def _dedupe(values: list[str] | None) -> tuple[str, ...] | None:
     return None if values is None else tuple(dict.fromkeys(values))
 
 
-async def _key(request: web.Request) -> KeyRecord:
-    record = await request.app[STORE].get_key(request.match_info["key_id"])
-    if record is None:
-        raise NotFoundError("Key not found", title="Key not found")
-    return record
+class KeyDoor(Protocol):
+    """What differs between the two doors of the key API: who acts, which keys are visible,
+    which may be changed, and how a new key is shaped. Everything else is one implementation."""
+
+    @property
+    def create_model(self) -> type[BaseModel]: ...
+
+    @property
+    def list_params(self) -> tuple[Param, ...]: ...
+
+    def actor(self, request: web.Request) -> Actor: ...
+
+    def confine(self, request: web.Request, query: dict[str, object]) -> dict[str, Any]: ...
+
+    async def find(self, request: web.Request, *, changing: bool) -> KeyRecord: ...
+
+    def mint(self, request: web.Request, body: Any, sent: set[str]) -> tuple[str, NewKey]: ...
+
+
+class AdminDoor:
+    """The admin port: every key of every account, acting as `admin`."""
+
+    create_model = KeyCreate
+    list_params = LIST_PARAMS
+
+    def actor(self, request: web.Request) -> Actor:
+        return admin_actor(request)
+
+    def confine(self, request: web.Request, query: dict[str, object]) -> dict[str, Any]:
+        is_test = query.get("is_test")
+        return {
+            "account_id": query.get("account_id"),
+            "is_test": is_test if isinstance(is_test, bool) else None,
+        }
+
+    async def find(self, request: web.Request, *, changing: bool) -> KeyRecord:
+        record = await request.app[STORE].get_key(request.match_info["key_id"])
+        if record is None:
+            raise NotFoundError("Key not found", title="Key not found")
+        return record
+
+    def mint(self, request: web.Request, body: Any, sent: set[str]) -> tuple[str, NewKey]:
+        return build_key(body, sent, request.app[SETTINGS].current.keys)
+
+
+DOOR: web.AppKey[KeyDoor] = web.AppKey("key_door")
 
 
 async def create_key(request: web.Request) -> web.Response:
+    door = request.app[DOOR]
     settings = request.app[SETTINGS].current.keys
-    body, sent = await parse_body(request, KeyCreate)
-    secret, new = build_key(body, sent, settings)
+    body, sent = await parse_body(request, door.create_model)
+    secret, new = door.mint(request, body, sent)
     record = await request.app[STORE].create_key(
-        new, admin_actor(request), max_production_keys=settings.max_production_keys_per_account
+        new, door.actor(request), max_production_keys=settings.max_production_keys_per_account
     )
     return json_response(key_out(record, now_us(), secret), status=201)
 
 
 async def list_keys(request: web.Request) -> web.Response:
-    query = parse_query(request, LIST_PARAMS)
+    door = request.app[DOOR]
+    query = parse_query(request, door.list_params)
     limit, cursor = paging(query)
-    is_test = query.get("is_test")
     items, nxt = await request.app[STORE].list_keys(
         limit=limit,
         cursor=cursor,
-        account_id=query.get("account_id"),  # type: ignore[arg-type]
-        is_test=is_test if isinstance(is_test, bool) else None,
         status=query.get("status"),  # type: ignore[arg-type]
+        **door.confine(request, query),
     )
     now = now_us()
     return json_response({"data": [key_out(k, now) for k in items], "next_cursor": nxt})
 
 
 async def get_key(request: web.Request) -> web.Response:
-    return json_response(key_out(await _key(request), now_us()))
+    record = await request.app[DOOR].find(request, changing=False)
+    return json_response(key_out(record, now_us()))
 
 
 async def update_key(request: web.Request) -> web.Response:
@@ -113,17 +163,20 @@ async def update_key(request: web.Request) -> web.Response:
 
 
 async def regenerate_key(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS].current.keys
-    current = await _key(request)
-    secret, digest, prefix, last4 = keyservice.new_secret(settings.prefix, current.is_test)
+    door = request.app[DOOR]
+    current = await door.find(request, changing=True)
+    prefix_setting = request.app[SETTINGS].current.keys.prefix
+    secret, digest, prefix, last4 = keyservice.new_secret(prefix_setting, current.is_test)
     record = await request.app[STORE].regenerate_key(
-        current.id, digest, prefix, last4, admin_actor(request)
+        current.id, digest, prefix, last4, door.actor(request)
     )
     return json_response(key_out(record, now_us(), secret))
 
 
 async def revoke_key(request: web.Request) -> web.Response:
-    record = await request.app[STORE].revoke_key(request.match_info["key_id"], admin_actor(request))
+    door = request.app[DOOR]
+    target = await door.find(request, changing=True)
+    record = await request.app[STORE].revoke_key(target.id, door.actor(request))
     return json_response(key_out(record, now_us()))
 
 

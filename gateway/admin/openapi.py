@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -14,6 +15,27 @@ from gateway.admin.routes import Route
 from gateway.admin.schemas import ProblemOut
 
 REF = "#/components/schemas/{model}"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiInfo:
+    """What tells one door of the API from the other in its document."""
+
+    title: str
+    description: str
+    scheme: str  # the name of the bearer security scheme
+    unauthorized: str  # what a 401 means
+    body_limit: str  # what a 413 means
+
+
+ADMIN = ApiInfo(
+    title="Gateway admin API",
+    description="Accounts, API keys, callback-origin allow-lists and the audit trail. "
+    "Errors are application/problem+json (RFC 9457).",
+    scheme="adminToken",
+    unauthorized="Missing or wrong admin token",
+    body_limit="Body larger than 1 MiB",
+)
 
 
 def _param_schema(p: Param) -> dict[str, Any]:
@@ -32,7 +54,7 @@ def _param_schema(p: Param) -> dict[str, Any]:
     return schema
 
 
-def build_openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
+def build_openapi(routes: tuple[Route, ...], info: ApiInfo = ADMIN) -> dict[str, Any]:
     models: set[type[BaseModel]] = {ProblemOut}
     for r in routes:
         if r.body is not None:
@@ -98,7 +120,7 @@ def build_openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
         op["responses"][str(r.status)] = ok
         if not r.public:
             op["responses"]["401"] = {
-                "description": "Missing or wrong admin token",
+                "description": info.unauthorized,
                 "content": {"text/plain": {"schema": {"type": "string", "const": "Unauthorized"}}},
             }
         else:
@@ -107,23 +129,18 @@ def build_openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
             op["responses"][str(status)] = {"description": _ERRORS[status], "content": problem}
         if r.body is not None:
             op["responses"].setdefault("400", {"description": _ERRORS[400], "content": problem})
-            op["responses"]["413"] = {"description": "Body larger than 1 MiB", "content": problem}
+            op["responses"]["413"] = {"description": info.body_limit, "content": problem}
             op["responses"]["415"] = {"description": "Body is not JSON", "content": problem}
         op["responses"]["503"] = {"description": "The key store is unavailable", "content": problem}
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
-        "info": {
-            "title": "Gateway admin API",
-            "version": __version__,
-            "description": "Accounts, API keys, callback-origin allow-lists and the audit trail. "
-            "Errors are application/problem+json (RFC 9457).",
-        },
+        "info": {"title": info.title, "version": __version__, "description": info.description},
         "servers": [{"url": "/"}],
-        "security": [{"adminToken": []}],
+        "security": [{info.scheme: []}],
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {info.scheme: {"type": "http", "scheme": "bearer"}},
         },
         "paths": paths,
     }
@@ -131,6 +148,7 @@ def build_openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
 
 _ERRORS = {
     400: "Invalid request (see `errors`)",
+    403: "The key lacks the scope, or may not change this key",
     404: "Account, key or origin not found",
     409: "Conflict with the current state",
 }
@@ -142,4 +160,4 @@ def _is_request(model: type[BaseModel], routes: tuple[Route, ...]) -> bool:
 
 def _operation_id(r: Route) -> str:
     words = re.sub(r"[{}]", "", r.path).strip("/").replace("-", "_").replace(".", "_").split("/")
-    return r.method.lower() + "_" + "_".join(w for w in words if w not in ("admin", "v1"))
+    return r.method.lower() + "_" + "_".join(w for w in words if w and w not in ("admin", "v1"))

@@ -21,6 +21,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=pydantic.BaseModel)
 
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+API_NAME: web.AppKey[str] = web.AppKey("api_name", str)  # "admin" or "self-service", for 404s
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -67,13 +68,15 @@ def unauthorized() -> web.Response:
 
 @web.middleware
 async def problems_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    given = request.headers.get("X-Request-Id", "")
-    rid = (
-        given
-        if given and is_request_id(given.encode("latin-1", "replace"))
-        else os.urandom(16).hex()
-    )
-    request[REQUEST_ID] = rid
+    rid = request.get(REQUEST_ID)  # the data plane's door has already chosen it
+    if rid is None:
+        given = request.headers.get("X-Request-Id", "")
+        rid = (
+            given
+            if given and is_request_id(given.encode("latin-1", "replace"))
+            else os.urandom(16).hex()
+        )
+        request[REQUEST_ID] = rid
     try:
         response = await handler(request)
     except ProblemError as exc:
@@ -85,7 +88,7 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
             raise
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         detail = {
-            404: f"No admin route matches {request.path}.",
+            404: f"No {request.app.get(API_NAME, 'admin')} route matches {request.path}.",
             405: f"{request.method} is not allowed on {request.path}.",
             413: "The request body is too large.",
         }.get(exc.status, exc.reason)
@@ -130,7 +133,7 @@ async def parse_body(request: web.Request, model: type[M]) -> tuple[M, set[str]]
     acceptable = ctype in ("application/json", "application/octet-stream", "") or ctype.endswith(
         "+json"
     )
-    if request.can_read_body and not acceptable:
+    if request.body_exists and not acceptable:
         raise ProblemError(
             "Send the body as application/json.", status=415, title="Unsupported Media Type"
         )

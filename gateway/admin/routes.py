@@ -54,7 +54,9 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "version": __version__})
 
 
-def api_routes(openapi: Handler, metrics: Handler) -> tuple[Route, ...]:
+def api_routes(
+    openapi: Handler, metrics: Handler, selfservice_openapi: Handler
+) -> tuple[Route, ...]:
     acct = "/admin/v1/accounts/{account_id}"
     key = "/admin/v1/keys/{key_id}"
     return (
@@ -71,6 +73,13 @@ def api_routes(openapi: Handler, metrics: Handler) -> tuple[Route, ...]:
             "GET", "/metrics", metrics, "Prometheus metrics", "operations", media_type="text/plain"
         ),
         Route("GET", "/admin/v1/openapi.json", openapi, "This document", "operations"),
+        Route(
+            "GET",
+            "/admin/v1/self-service/openapi.json",
+            selfservice_openapi,
+            "The OpenAPI document of the self-service key API on the data plane",
+            "operations",
+        ),
         Route(
             "POST",
             "/admin/v1/accounts",

@@ -347,6 +347,20 @@ class PlaneConnection(RequestHandler):
             transport.abort()
 
 
+class PlaneRequest(web.Request):
+    """The data plane's request: an ordinary `web.Request` (so a door such as the self-service
+    API can hand it to an aiohttp application), whose body, once the data plane has read it
+    under its own limits, `read()` answers from memory."""
+
+    ATTRS = web.Request.ATTRS | frozenset(["door_body"])
+    door_body: bytes | None = None
+
+    async def read(self) -> bytes:
+        if self.door_body is not None:
+            return self.door_body
+        return await super().read()
+
+
 class PlaneServer(web.Server):
     """`aiohttp.web.Server` whose connections are `PlaneConnection`s."""
 
@@ -356,12 +370,22 @@ class PlaneServer(web.Server):
         ctx: PlaneContext,
         **kwargs: Any,
     ) -> None:
-        super().__init__(handler, loop=ctx.loop)
+        super().__init__(handler, loop=ctx.loop, request_factory=self._plane_request)
         self.ctx = ctx
         self.protocol_kwargs = kwargs
 
     def __call__(self) -> RequestHandler:
         return PlaneConnection(self, self.ctx, **self.protocol_kwargs)
+
+    def _plane_request(
+        self,
+        message: Any,
+        payload: Any,
+        protocol: RequestHandler,
+        writer: Any,
+        task: asyncio.Task[None],
+    ) -> PlaneRequest:
+        return PlaneRequest(message, payload, protocol, writer, task, self.ctx.loop)
 
 
 def protocol_settings(limits: ServerSettings) -> dict[str, Any]:
