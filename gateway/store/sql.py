@@ -1,0 +1,741 @@
+"""The store's logic, written once for every SQL database: what each admin change writes (the
+row, its audit row and its change-log row, in one transaction), what the data plane's index
+reads (a snapshot, the change log after a position), pagination and the audit trail.
+
+A dialect supplies connections and transactions (`SQLiteStore`, `PostgresStore`); statements
+are written with `?` placeholders in the SQL both databases accept. Times are integer
+microseconds (UTC); lists are JSON text.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, cast
+
+import orjson
+
+from gateway.errors import ConflictError, NotFoundError, ValidationError
+from gateway.store.records import (
+    ACTIVE,
+    DEACTIVATED,
+    Account,
+    Actor,
+    AuditEntry,
+    ChangeSet,
+    KeyRecord,
+    KeyRow,
+    NewKey,
+    SnapshotSink,
+)
+from gateway.timeutil import now_us, to_rfc3339
+
+_KEY_COLUMNS = (
+    "id, account_id, name, description, key_prefix, key_last4, scopes, tool_pack_ids, "
+    "registered_user_ids, is_test, expires_at, created_at, updated_at, created_by, "
+    "service_account_id, parent_key_id, last_used_at, last_used_ip, last_used_user_agent, "
+    "revoked_at"
+)
+# The KeyRow the index is built from, in its order.
+_AUTH_KEY_COLUMNS = (
+    "id, account_id, key_hash, scopes, tool_pack_ids, registered_user_ids, is_test, expires_at,"
+    " revoked_at IS NOT NULL"
+)
+_SNAPSHOT_BATCH = 5000
+_ACCOUNT_COLUMNS = "id, name, status, created_at, updated_at"
+
+
+def environment_of(is_test: bool) -> str:
+    return "test" if is_test else "production"
+
+
+def encode_cursor(*parts: int | str) -> str:
+    raw = orjson.dumps(list(parts))
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str, shape: Sequence[type]) -> list[Any]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        parts = orjson.loads(raw)
+    except (ValueError, orjson.JSONDecodeError):
+        parts = None
+    if (
+        not isinstance(parts, list)
+        or len(parts) != len(shape)
+        or not all(type(p) is t for p, t in zip(parts, shape, strict=True))
+        or any(isinstance(p, int) and not -(2**63) <= p < 2**63 for p in parts)
+    ):
+        raise ValidationError([{"field": "cursor", "message": "invalid cursor"}])
+    return parts
+
+
+def _json_list(values: Iterable[str] | None) -> str | None:
+    return None if values is None else orjson.dumps(list(values)).decode()
+
+
+def _key_record(row: Sequence[Any]) -> KeyRecord:
+    return KeyRecord(
+        id=row[0],
+        account_id=row[1],
+        name=row[2],
+        description=row[3],
+        key_prefix=row[4],
+        key_last4=row[5],
+        scopes=tuple(orjson.loads(row[6])),
+        tool_pack_ids=None if row[7] is None else tuple(orjson.loads(row[7])),
+        registered_user_ids=None if row[8] is None else tuple(orjson.loads(row[8])),
+        is_test=bool(row[9]),
+        expires_at=row[10],
+        created_at=row[11],
+        updated_at=row[12],
+        created_by=row[13],
+        service_account_id=row[14],
+        parent_key_id=row[15],
+        last_used_at=row[16],
+        last_used_ip=row[17],
+        last_used_user_agent=row[18],
+        revoked_at=row[19],
+    )
+
+
+def _account(row: Sequence[Any]) -> Account:
+    return Account(id=row[0], name=row[1], status=row[2], created_at=row[3], updated_at=row[4])
+
+
+class Tx(abc.ABC):
+    """An open write transaction: statements plus the audit and change-log bookkeeping."""
+
+    def __init__(self, actor: Actor | None) -> None:
+        self.actor = actor
+        self.changed = False
+        self.now = now_us()
+
+    @abc.abstractmethod
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; the number of rows it changed."""
+
+    @abc.abstractmethod
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    @abc.abstractmethod
+    async def one(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    @abc.abstractmethod
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
+    async def changed_entity(
+        self, entity: str, entity_id: str, key_hash: bytes | None = None
+    ) -> None:
+        await self.execute(
+            "INSERT INTO changes (entity, entity_id, key_hash, at) VALUES (?, ?, ?, ?)",
+            (entity, entity_id, key_hash, self.now),
+        )
+        self.changed = True
+
+    async def key_changing(self, key_id: str) -> None:
+        """Log a key change with the digest the key has now: call before modifying it."""
+        row = await self.one("SELECT key_hash FROM api_keys WHERE id = ?", (key_id,))
+        await self.changed_entity("key", key_id, bytes(row[0]) if row else None)
+
+    async def audit(
+        self,
+        action: str,
+        *,
+        account_id: str | None,
+        key_id: str | None = None,
+        environment: str = "production",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        actor = self.actor or Actor(actor="system")
+        await self.execute(
+            "INSERT INTO audit_log (id, at, action, actor, account_id, key_id, environment, ip,"
+            " request_id, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                str(uuid.uuid4()),
+                self.now,
+                action,
+                actor.actor,
+                account_id,
+                key_id,
+                environment,
+                actor.ip,
+                actor.request_id,
+                orjson.dumps(details or {}).decode(),
+            ),
+        )
+
+
+class IndexRead(abc.ABC):
+    """One read-only transaction of the data plane's index: a consistent view."""
+
+    @abc.abstractmethod
+    async def one(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    @abc.abstractmethod
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
+    @abc.abstractmethod
+    def batches(self, sql: str, size: int) -> AsyncIterator[list[Any]]: ...
+
+
+class SqlStore(abc.ABC):
+    """Everything the `Store` protocol asks, over a dialect's `_write`, `_index_read`, `_one`
+    and `_all`."""
+
+    @abc.abstractmethod
+    def _write(self, actor: Actor | None) -> AbstractAsyncContextManager[Tx]:
+        """A write transaction, committed when the block ends (rolled back on an exception);
+        changes are serialised, so change-log positions commit in order."""
+
+    @abc.abstractmethod
+    def _index_read(self) -> AbstractAsyncContextManager[IndexRead]: ...
+
+    @abc.abstractmethod
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    @abc.abstractmethod
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
+    # -- data-plane index --------------------------------------------------------------------
+
+    async def snapshot(self, sink: SnapshotSink) -> None:
+        """Every key and account, consistent as of one change-log position, streamed into
+        `sink` in batches."""
+        async with self._index_read() as r:
+            row = await r.one("SELECT coalesce(max(seq), 0) FROM changes")
+            seq = int(row[0]) if row else 0
+            accounts = [
+                (a[0], a[1] == ACTIVE) for a in await r.all("SELECT id, status FROM accounts")
+            ]
+            grouped: dict[str, set[str]] = {}
+            for o in await r.all("SELECT account_id, origin FROM callback_origins"):
+                grouped.setdefault(o[0], set()).add(o[1])
+            sink.begin_load(accounts, {a: frozenset(o) for a, o in grouped.items()})
+            async for batch in r.batches(
+                f"SELECT {_AUTH_KEY_COLUMNS} FROM api_keys", _SNAPSHOT_BATCH
+            ):
+                sink.add_keys(cast(list[KeyRow], batch))
+            sink.end_load(seq)
+
+    async def changes_since(self, seq: int) -> ChangeSet | None:
+        """Current rows of everything changed after `seq`; None when the log no longer
+        reaches back that far and the caller must take a fresh snapshot."""
+        async with self._index_read() as r:
+            row = await r.one("SELECT value FROM meta WHERE name = 'changes_pruned_through'")
+            if row is not None and int(row[0]) > seq:
+                return None
+            rows = await r.all(
+                "SELECT seq, entity, entity_id, key_hash FROM changes WHERE seq > ? ORDER BY seq",
+                (seq,),
+            )
+            if not rows:
+                return ChangeSet(seq=seq, keys={}, old_hashes={}, accounts={})
+            old_hashes: dict[str, set[bytes]] = {}
+            for c in rows:
+                if c[1] == "key" and c[3] is not None:
+                    old_hashes.setdefault(c[2], set()).add(bytes(c[3]))
+            key_ids = sorted({c[2] for c in rows if c[1] == "key"})
+            account_ids = sorted({c[2] for c in rows if c[1] == "account"})
+            keys: dict[str, KeyRow | None] = dict.fromkeys(key_ids)
+            accounts: dict[str, bool | None] = dict.fromkeys(account_ids)
+            for chunk in _chunks(key_ids, 500):
+                marks = ",".join("?" * len(chunk))
+                for k in await r.all(
+                    f"SELECT {_AUTH_KEY_COLUMNS} FROM api_keys WHERE id IN ({marks})", chunk
+                ):
+                    keys[k[0]] = cast(KeyRow, tuple(k))
+            for chunk in _chunks(account_ids, 500):
+                marks = ",".join("?" * len(chunk))
+                for a in await r.all(
+                    f"SELECT id, status FROM accounts WHERE id IN ({marks})", chunk
+                ):
+                    accounts[a[0]] = a[1] == ACTIVE
+            origins: dict[str, frozenset[str]] = {}
+            for account_id in sorted({c[2] for c in rows if c[1] == "origin"}):
+                found = await r.all(
+                    "SELECT origin FROM callback_origins WHERE account_id = ?", (account_id,)
+                )
+                origins[account_id] = frozenset(o[0] for o in found)
+            return ChangeSet(
+                seq=int(rows[-1][0]),
+                keys=keys,
+                old_hashes=old_hashes,
+                accounts=accounts,
+                origins=origins,
+            )
+
+    async def latest_change(self) -> int:
+        async with self._index_read() as r:
+            row = await r.one("SELECT coalesce(max(seq), 0) FROM changes")
+        return int(row[0]) if row else 0
+
+    async def prune_changes(self, older_than_us: int) -> int:
+        """Forget change-log rows older than the cut-off (workers that far behind reload)."""
+        async with self._write(None) as tx:
+            row = await tx.one(
+                "SELECT coalesce(max(seq), 0) FROM changes WHERE at < ?", (older_than_us,)
+            )
+            through = int(row[0]) if row else 0
+            if through:
+                await tx.execute("DELETE FROM changes WHERE seq <= ?", (through,))
+                await tx.execute(
+                    "UPDATE meta SET value = CASE WHEN value < ? THEN ? ELSE value END"
+                    " WHERE name = 'changes_pruned_through'",
+                    (through, through),
+                )
+        return through
+
+    async def record_usage(self, rows: Sequence[tuple[str, int, str | None, str | None]]) -> None:
+        """Write-behind of last-use information: (key_id, at, ip, user_agent), newest wins."""
+        if not rows:
+            return
+        async with self._write(None) as tx:
+            await tx.executemany(
+                "UPDATE api_keys SET last_used_at = ?, last_used_ip = ?,"
+                " last_used_user_agent = ? WHERE id = ?"
+                " AND (last_used_at IS NULL OR last_used_at < ?)",
+                [(at, ip, agent, key_id, at) for key_id, at, ip, agent in rows],
+            )
+
+    # -- accounts ----------------------------------------------------------------------------
+
+    async def create_account(
+        self, account: Account, key: NewKey | None, actor: Actor
+    ) -> tuple[Account, KeyRecord | None]:
+        async with self._write(actor) as tx:
+            exists = await tx.one("SELECT 1 FROM accounts WHERE id = ?", (account.id,))
+            if exists:
+                raise ConflictError(f"an account with id {account.id!r} already exists")
+            await tx.execute(
+                f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                (account.id, account.name, account.status, account.created_at, account.updated_at),
+            )
+            await tx.changed_entity("account", account.id)
+            await tx.audit(
+                "account.created",
+                account_id=account.id,
+                details={"name": account.name, "production_key_provisioned": key is not None},
+            )
+            record = await self._insert_key(tx, key) if key is not None else None
+        return account, record
+
+    async def get_account(self, account_id: str) -> Account | None:
+        row = await self._one(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)
+        )
+        return _account(row) if row else None
+
+    async def list_accounts(
+        self, *, limit: int, cursor: str | None, status: str | None = None
+    ) -> tuple[list[Account], str | None]:
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        rows, nxt = await self._newest_first(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts", where, params, cursor, limit, created=3
+        )
+        return [_account(r) for r in rows], nxt
+
+    async def _newest_first(
+        self,
+        select: str,
+        where: list[str],
+        params: list[Any],
+        cursor: str | None,
+        limit: int,
+        *,
+        created: int,
+    ) -> tuple[list[Any], str | None]:
+        """One page of `select` (id first, created_at at column `created`), newest first,
+        keyset-paginated on (created_at, id)."""
+        if cursor:
+            after, ident = decode_cursor(cursor, (int, str))
+            where = [*where, "(created_at < ? OR (created_at = ? AND id < ?))"]
+            params = [*params, after, after, ident]
+        sql = select
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        rows = await self._all(sql, [*params, limit + 1])
+        page = rows[:limit]
+        nxt = encode_cursor(page[-1][created], page[-1][0]) if len(rows) > limit else None
+        return page, nxt
+
+    async def update_account(
+        self, account_id: str, *, name: str | None, status: str | None, actor: Actor
+    ) -> Account:
+        async with self._write(actor) as tx:
+            row = await tx.one(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)
+            )
+            if row is None:
+                raise NotFoundError("Account not found", title="Account not found")
+            current = _account(row)
+            changes: dict[str, dict[str, str]] = {}
+            if name is not None and name != current.name:
+                changes["name"] = {"from": current.name, "to": name}
+            if status is not None and status != current.status:
+                if status not in (ACTIVE, DEACTIVATED):
+                    raise ValidationError(
+                        [{"field": "status", "message": "must be active or deactivated"}]
+                    )
+                changes["status"] = {"from": current.status, "to": status}
+            if not changes:
+                return current
+            await tx.execute(
+                "UPDATE accounts SET name = ?, status = ?, updated_at = ? WHERE id = ?",
+                (name or current.name, status or current.status, tx.now, account_id),
+            )
+            await tx.changed_entity("account", account_id)
+            await tx.audit("account.updated", account_id=account_id, details={"changes": changes})
+            row = await tx.one(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)
+            )
+        return _account(row)
+
+    # -- keys --------------------------------------------------------------------------------
+
+    async def _insert_key(self, tx: Tx, key: NewKey) -> KeyRecord:
+        await tx.execute(
+            "INSERT INTO api_keys (id, account_id, name, description, key_hash, key_prefix,"
+            " key_last4, scopes, tool_pack_ids, registered_user_ids, is_test, expires_at,"
+            " created_at, updated_at, created_by, service_account_id, parent_key_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key.id,
+                key.account_id,
+                key.name,
+                key.description,
+                key.key_hash,
+                key.key_prefix,
+                key.key_last4,
+                _json_list(key.scopes),
+                _json_list(key.tool_pack_ids),
+                _json_list(key.registered_user_ids),
+                int(key.is_test),
+                key.expires_at,
+                key.created_at,
+                key.created_at,
+                key.created_by,
+                key.service_account_id,
+                key.parent_key_id,
+            ),
+        )
+        await tx.changed_entity("key", key.id, key.key_hash)
+        await tx.audit(
+            "key.created",
+            account_id=key.account_id,
+            key_id=key.id,
+            environment=environment_of(key.is_test),
+            details={
+                "name": key.name,
+                "key_prefix": key.key_prefix,
+                "scopes": list(key.scopes),
+                "tool_pack_ids": None if key.tool_pack_ids is None else list(key.tool_pack_ids),
+                "registered_user_ids": (
+                    None if key.registered_user_ids is None else list(key.registered_user_ids)
+                ),
+                "expires_at": to_rfc3339(key.expires_at),
+                "is_test": key.is_test,
+                "parent_key_id": key.parent_key_id,
+            },
+        )
+        row = await tx.one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key.id,))
+        return _key_record(row)
+
+    async def create_key(
+        self, key: NewKey, actor: Actor, *, max_production_keys: int = 0
+    ) -> KeyRecord:
+        async with self._write(actor) as tx:
+            row = await tx.one("SELECT status FROM accounts WHERE id = ?", (key.account_id,))
+            if row is None:
+                raise NotFoundError("Account not found", title="Account not found")
+            if key.parent_key_id is not None:
+                parent = await tx.one(
+                    f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key.parent_key_id,)
+                )
+                if parent is None or _key_record(parent).status(tx.now) != ACTIVE:
+                    raise ConflictError(
+                        "the parent key is no longer active", title="Parent key not active"
+                    )
+            if max_production_keys and not key.is_test:
+                count = await tx.one(
+                    "SELECT count(*) FROM api_keys WHERE account_id = ? AND is_test = 0"
+                    " AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+                    (key.account_id, tx.now),
+                )
+                if count and int(count[0]) >= max_production_keys:
+                    raise ConflictError(
+                        f"account already has {int(count[0])} active production key(s); "
+                        f"the limit is {max_production_keys}",
+                        title="Production key limit reached",
+                    )
+            return await self._insert_key(tx, key)
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        row = await self._one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        return _key_record(row) if row else None
+
+    async def _locked_key(self, tx: Tx, key_id: str) -> KeyRecord:
+        row = await tx.one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        if row is None:
+            raise NotFoundError("Key not found", title="Key not found")
+        return _key_record(row)
+
+    async def list_keys(
+        self,
+        *,
+        limit: int,
+        cursor: str | None,
+        account_id: str | None = None,
+        is_test: bool | None = None,
+        status: str | None = None,
+    ) -> tuple[list[KeyRecord], str | None]:
+        where: list[str] = []
+        params: list[Any] = []
+        if account_id is not None:
+            where.append("account_id = ?")
+            params.append(account_id)
+        if is_test is not None:
+            where.append("is_test = ?")
+            params.append(int(is_test))
+        if status is not None:
+            now = now_us()
+            if status == "revoked":
+                where.append("revoked_at IS NOT NULL")
+            elif status == "expired":
+                where.append("revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?")
+                params.append(now)
+            else:
+                where.append("revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)")
+                params.append(now)
+        rows, nxt = await self._newest_first(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys", where, params, cursor, limit, created=11
+        )
+        return [_key_record(r) for r in rows], nxt
+
+    async def update_key(
+        self, key_id: str, changes: dict[str, str | None], actor: Actor
+    ) -> KeyRecord:
+        """Rename or re-describe; only `name` and `description` may change."""
+        async with self._write(actor) as tx:
+            key = await self._locked_key(tx, key_id)
+            diff = {
+                field: {"from": getattr(key, field), "to": value}
+                for field, value in changes.items()
+                if getattr(key, field) != value
+            }
+            if not diff:
+                return key
+            assignments = ", ".join(f"{field} = ?" for field in diff)
+            await tx.key_changing(key_id)
+            await tx.execute(
+                f"UPDATE api_keys SET {assignments}, updated_at = ? WHERE id = ?",
+                [*(changes[f] for f in diff), tx.now, key_id],
+            )
+            await tx.audit(
+                "key.updated",
+                account_id=key.account_id,
+                key_id=key_id,
+                environment=environment_of(key.is_test),
+                details={"changes": diff},
+            )
+            return await self._locked_key(tx, key_id)
+
+    async def regenerate_key(
+        self, key_id: str, key_hash: bytes, key_prefix: str, key_last4: str, actor: Actor
+    ) -> KeyRecord:
+        """Same id and settings, new secret; the old secret stops working at commit."""
+        async with self._write(actor) as tx:
+            key = await self._locked_key(tx, key_id)
+            status = key.status(tx.now)
+            if status != ACTIVE:
+                raise ConflictError(f"a {status} key cannot be regenerated", title="Key not active")
+            await tx.key_changing(key_id)
+            await tx.execute(
+                "UPDATE api_keys SET key_hash = ?, key_prefix = ?, key_last4 = ?, updated_at = ?"
+                " WHERE id = ?",
+                (key_hash, key_prefix, key_last4, tx.now, key_id),
+            )
+            await tx.audit(
+                "key.regenerated",
+                account_id=key.account_id,
+                key_id=key_id,
+                environment=environment_of(key.is_test),
+                details={"old_key_prefix": key.key_prefix, "new_key_prefix": key_prefix},
+            )
+            return await self._locked_key(tx, key_id)
+
+    async def _revoke_descendants(self, tx: Tx, key_id: str) -> None:
+        """Keys minted (directly or not) by `key_id` through self-service die with it."""
+        rows = await tx.all(
+            "WITH RECURSIVE tree(id) AS ("
+            " SELECT id FROM api_keys WHERE parent_key_id = ?"
+            " UNION SELECT k.id FROM api_keys k JOIN tree ON k.parent_key_id = tree.id)"
+            f" SELECT {_KEY_COLUMNS} FROM api_keys WHERE id IN (SELECT id FROM tree)"
+            " AND revoked_at IS NULL",
+            (key_id,),
+        )
+        for row in rows:
+            child = _key_record(row)
+            await tx.key_changing(child.id)
+            await tx.execute(
+                "UPDATE api_keys SET revoked_at = ?, updated_at = ? WHERE id = ?",
+                (tx.now, tx.now, child.id),
+            )
+            await tx.audit(
+                "key.revoked",
+                account_id=child.account_id,
+                key_id=child.id,
+                environment=environment_of(child.is_test),
+                details={"key_prefix": child.key_prefix, "cascade_from": key_id},
+            )
+
+    async def delete_key(self, key_id: str, actor: Actor) -> None:
+        async with self._write(actor) as tx:
+            key = await self._locked_key(tx, key_id)
+            await self._revoke_descendants(tx, key_id)
+            await tx.key_changing(key_id)
+            await tx.execute("DELETE FROM api_keys WHERE id = ?", (key_id,))
+            await tx.audit(
+                "key.deleted",
+                account_id=key.account_id,
+                key_id=key_id,
+                environment=environment_of(key.is_test),
+                details={"name": key.name, "key_prefix": key.key_prefix},
+            )
+
+    async def revoke_key(self, key_id: str, actor: Actor) -> KeyRecord:
+        """Revoke (idempotent: revoking a revoked key changes nothing and audits nothing)."""
+        async with self._write(actor) as tx:
+            key = await self._locked_key(tx, key_id)
+            if key.revoked_at is not None:
+                return key
+            await tx.key_changing(key_id)
+            await tx.execute(
+                "UPDATE api_keys SET revoked_at = ?, updated_at = ? WHERE id = ?",
+                (tx.now, tx.now, key_id),
+            )
+            await tx.audit(
+                "key.revoked",
+                account_id=key.account_id,
+                key_id=key_id,
+                environment=environment_of(key.is_test),
+                details={"key_prefix": key.key_prefix},
+            )
+            await self._revoke_descendants(tx, key_id)
+            return await self._locked_key(tx, key_id)
+
+    # -- callback origins --------------------------------------------------------------------
+
+    async def _require_account(self, tx: Tx, account_id: str) -> None:
+        if await tx.one("SELECT 1 FROM accounts WHERE id = ?", (account_id,)) is None:
+            raise NotFoundError("Account not found", title="Account not found")
+
+    async def list_origins(
+        self, account_id: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[tuple[str, int]], str | None]:
+        if await self.get_account(account_id) is None:
+            raise NotFoundError("Account not found", title="Account not found")
+        params: list[Any] = [account_id]
+        sql = "SELECT origin, created_at FROM callback_origins WHERE account_id = ?"
+        if cursor:
+            (after,) = decode_cursor(cursor, (str,))
+            sql += " AND origin > ?"
+            params.append(after)
+        rows = await self._all(sql + " ORDER BY origin LIMIT ?", [*params, limit + 1])
+        items = [(r[0], r[1]) for r in rows[:limit]]
+        return items, encode_cursor(items[-1][0]) if len(rows) > limit else None
+
+    async def add_origin(self, account_id: str, origin: str, actor: Actor) -> tuple[str, int]:
+        async with self._write(actor) as tx:
+            await self._require_account(tx, account_id)
+            exists = await tx.one(
+                "SELECT 1 FROM callback_origins WHERE account_id = ? AND origin = ?",
+                (account_id, origin),
+            )
+            if exists:
+                raise ConflictError(f"{origin} is already on the allow-list")
+            await tx.execute(
+                "INSERT INTO callback_origins (account_id, origin, created_at) VALUES (?, ?, ?)",
+                (account_id, origin, tx.now),
+            )
+            await tx.changed_entity("origin", account_id)
+            await tx.audit(
+                "callback_origin.added", account_id=account_id, details={"origin": origin}
+            )
+            return origin, tx.now
+
+    async def remove_origin(self, account_id: str, origin: str, actor: Actor) -> None:
+        async with self._write(actor) as tx:
+            await self._require_account(tx, account_id)
+            deleted = await tx.execute(
+                "DELETE FROM callback_origins WHERE account_id = ? AND origin = ?",
+                (account_id, origin),
+            )
+            if deleted == 0:
+                raise NotFoundError(f"{origin} is not on the allow-list", title="Origin not found")
+            await tx.changed_entity("origin", account_id)
+            await tx.audit(
+                "callback_origin.removed", account_id=account_id, details={"origin": origin}
+            )
+
+    # -- audit -------------------------------------------------------------------------------
+
+    async def list_audit(
+        self,
+        *,
+        limit: int,
+        cursor: str | None,
+        environment: str = "production",
+        account_id: str | None = None,
+        action: str | None = None,
+        since_us: int | None = None,
+    ) -> tuple[list[AuditEntry], str | None]:
+        where = ["environment = ?"]
+        params: list[Any] = [environment]
+        if account_id is not None:
+            where.append("account_id = ?")
+            params.append(account_id)
+        if action is not None:
+            where.append("action = ?")
+            params.append(action)
+        if since_us is not None:
+            where.append("at >= ?")
+            params.append(since_us)
+        if cursor:
+            (before,) = decode_cursor(cursor, (int,))
+            where.append("seq < ?")
+            params.append(before)
+        rows = await self._all(
+            "SELECT seq, id, at, action, actor, account_id, key_id, environment, ip, request_id,"
+            f" details FROM audit_log WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
+            [*params, limit + 1],
+        )
+        items = [
+            AuditEntry(
+                seq=r[0],
+                id=r[1],
+                at=r[2],
+                action=r[3],
+                actor=r[4],
+                account_id=r[5],
+                key_id=r[6],
+                environment=r[7],
+                ip=r[8],
+                request_id=r[9],
+                details=orjson.loads(r[10]),
+            )
+            for r in rows[:limit]
+        ]
+        return items, encode_cursor(items[-1].seq) if len(rows) > limit else None
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
