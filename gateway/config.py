@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from gateway.errors import ConfigError
 from gateway.keys import PREFIX_PATTERN
@@ -90,6 +90,12 @@ class AdminSettings:
 class StoreSettings:
     url: str = "sqlite:///gateway.db"
     usage_flush_seconds: float = 5.0
+    password_env: str | None = None  # PostgreSQL: the variable holding the password
+    poll_seconds: float = 1.0  # the change-log poll behind the change signal
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url.startswith(("postgresql://", "postgres://"))
 
     @property
     def sqlite_path(self) -> Path:
@@ -348,17 +354,51 @@ def _store(sec: _Section) -> StoreSettings:
     def url(v: Any) -> str:
         if not isinstance(v, str):
             raise _Invalid()
+        if v.startswith(("postgresql://", "postgres://")):
+            parts = urlsplit(v)
+            try:
+                parts.port  # noqa: B018 - raises on a bad port
+            except ValueError:
+                raise ValueError(f"{redact_url(v)} has an invalid port") from None
+            if not parts.hostname and "host=" not in parts.query:
+                raise ValueError(f"{redact_url(v)} names no host")
+            return v
         if not v.startswith("sqlite:///"):
-            raise ValueError(f"unsupported store URL {v!r}: expected sqlite:///path/to/file.db")
+            raise ValueError(
+                f"unsupported store URL {redact_url(v)!r}: expected sqlite:///path/to/file.db"
+                " or postgresql://user@host:5432/database"
+            )
         sqlite_path(v)
+        return v
+
+    def env_name(v: Any) -> str:
+        if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise _Invalid(" (an environment variable name)")
         return v
 
     settings = StoreSettings(
         url=sec.get("url", "a string", "sqlite:///gateway.db", url),
         usage_flush_seconds=sec.number("usage_flush_seconds", 5.0, positive=True),
+        password_env=sec.get("password_env", "a string", None, env_name),
+        poll_seconds=sec.number("poll_seconds", 1.0, positive=True),
     )
     sec.finish()
+    if settings.password_env is not None and not settings.is_postgres:
+        raise sec.fail("password_env", "applies to postgresql:// store URLs only")
     return settings
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for a message or a log line: a password, in the user part or the query
+    (`password=`, `sslpassword=`), becomes `***`."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}{':***' if colon else ''}@{host}"
+    query = re.sub(r"((?:^|&)(?:ssl)?password=)[^&]*", r"\1***", parts.query, flags=re.I)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _keys(sec: _Section) -> KeySettings:

@@ -20,11 +20,13 @@ from aiohttp import web
 
 from gateway.admin import create_admin_app
 from gateway.admin.state import SETTINGS, AdminToken
+from gateway.changes import ChangeSignal
 from gateway.config import Settings
 from gateway.dataplane import DataPlane
 from gateway.index import KeyIndex
 from gateway.logs import AccessLog
-from gateway.store.sqlite import SQLiteStore
+from gateway.store.factory import change_signal
+from gateway.store.sql import SqlStore
 from gateway.sync import IndexSync
 from gateway.timeutil import now_us
 from gateway.usage import UsageRecorder
@@ -72,7 +74,7 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
 
 
 class DataPlaneRuntime:
-    def __init__(self, settings: Settings, store: SQLiteStore) -> None:
+    def __init__(self, settings: Settings, store: SqlStore) -> None:
         self.settings = settings
         self.store = store
         self.index = KeyIndex()
@@ -81,6 +83,7 @@ class DataPlaneRuntime:
         self._server: asyncio.AbstractServer | None = None
         self._usage: UsageRecorder | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._signal: ChangeSignal | None = None
 
     @property
     def plane(self) -> DataPlane:
@@ -90,8 +93,9 @@ class DataPlaneRuntime:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         settings = self.settings
-        assert self.store.revision is not None
-        sync = IndexSync(self.store, self.index, self.store.revision)
+        self._signal = signal = change_signal(self.store)
+        await signal.start()
+        sync = IndexSync(self.store, self.index, signal)
         await sync.load()
         self._usage = UsageRecorder(self.store, settings.store.usage_flush_seconds)
         plane = DataPlane(
@@ -109,7 +113,7 @@ class DataPlaneRuntime:
         self.port = bound_port(self._server)
         plane.ctx.start(tick_every=tick_interval(settings))
         self._tasks.append(loop.create_task(self._usage.run_forever()))
-        self._tasks.append(loop.create_task(sync.poll_forever(1.0)))
+        self._tasks.append(loop.create_task(sync.poll_forever(settings.store.poll_seconds)))
 
     def metrics(self) -> dict[str, Any]:
         """Counters and gauges of this data plane, as plain data."""
@@ -148,6 +152,9 @@ class DataPlaneRuntime:
     async def stop(self) -> None:
         await cancel_all(self._tasks)
         self._tasks = []
+        if self._signal is not None:
+            await self._signal.stop()
+            self._signal = None
         if self._usage is not None:
             await self._usage.flush()
         if self._plane is not None:
@@ -164,7 +171,7 @@ class AdminRuntime:
     def __init__(
         self,
         settings: Settings,
-        store: SQLiteStore,
+        store: SqlStore,
         token: AdminToken,
         metrics_source: Callable[[], bytes],
     ) -> None:

@@ -17,6 +17,7 @@ transaction.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -39,6 +40,7 @@ from gateway.store.base import Store
 from gateway.store.records import Actor, KeyRecord, NewKey
 from gateway.timeutil import now_us
 
+log = logging.getLogger("gateway.selfservice")
 PREFIX = (b"api", b"v1", b"access-keys")
 MANAGEMENT_SCOPE = "management:all"
 BODY_LIMIT = 64 * 1024
@@ -300,13 +302,15 @@ class SelfService:
         # aiohttp's own dispatch (router, middlewares) for an application that is not served
         # by a runner of its own: the one private entry point this module relies on.
         response = await self.app._handle(request)
-        assert isinstance(response, web.Response)
+        if not isinstance(response, web.Response) or not isinstance(response.body, bytes | None):
+            log.error("self-service handler answered %r, not a complete response", response)
+            ex.respond_problem(500, "Internal error.", None)
+            return
         headers = CIMultiDict(response.headers)
         for name in ("Content-Length", "X-Request-Id", "Server", "Date"):
             headers.popall(name, None)
-        raw = response.body
         ex.respond(
             response.status,
             [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
-            raw if isinstance(raw, bytes) else b"",
+            response.body or b"",
         )

@@ -20,7 +20,7 @@ from gateway.dataplane import DataPlane
 from gateway.errors import ConfigError
 from gateway.metrics import Gauges, render
 from gateway.runtime import AdminRuntime, DataPlaneRuntime, reloadable
-from gateway.store.sqlite import SQLiteStore
+from gateway.store.factory import make_store
 
 log = logging.getLogger("gateway")
 
@@ -31,7 +31,7 @@ class Gateway:
     def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self.environ = os.environ if environ is None else environ
-        self.store = SQLiteStore(settings.store.sqlite_path)
+        self.store = make_store(settings.store, self.environ)
         self.data: DataPlaneRuntime | None = None
         self.admin: AdminRuntime | None = None
 

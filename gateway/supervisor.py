@@ -27,7 +27,7 @@ from gateway.logs import setup_logging
 from gateway.metrics import Gauges, PlaneMetrics, merge, render
 from gateway.runtime import AdminRuntime, DataPlaneRuntime, reloadable
 from gateway.server import read_reload, run
-from gateway.store.sqlite import SQLiteStore
+from gateway.store.factory import make_store
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -55,7 +55,7 @@ async def _worker(settings: Settings, worker_id: int, conn: Connection) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    store = SQLiteStore(settings.store.sqlite_path)
+    store = make_store(settings.store, os.environ)
     data = DataPlaneRuntime(settings, store)
     try:
         await store.open()
@@ -129,7 +129,7 @@ class Supervisor:
     def __init__(self, settings: Settings, environ: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.environ = dict(os.environ) if environ is None else environ
-        self.store = SQLiteStore(settings.store.sqlite_path)
+        self.store = make_store(settings.store, self.environ)
         self.admin: AdminRuntime | None = None
         self.workers = [Worker(i) for i in range(settings.server.workers)]
         self.stopping = False

@@ -1,9 +1,10 @@
 """Keeps the in-memory key index coherent with the store, in every worker.
 
-Per request the data plane asks `stale()`: one read of the shared revision counter. When it has
-moved, the request waits while the change log is read and applied (one refresh in flight at a
-time; every waiting request resumes when it lands). A slow poll of the change log is the safety
-net for a bump that never came (a writer that died between commit and bump).
+Per request the data plane asks `stale()`: one read of the change signal (gateway/changes.py).
+When it has moved, the request waits while the change log is read and applied (one refresh in
+flight at a time; every waiting request resumes when it lands). A poll of the change log every
+`store.poll_seconds` is the safety net for a signal that never came (a writer that died between
+commit and bump, a notification lost with its connection).
 """
 
 from __future__ import annotations
@@ -13,20 +14,21 @@ import logging
 import time
 from collections.abc import Callable
 
+from gateway.changes import ChangeSignal
 from gateway.index import KeyIndex
 from gateway.store.base import Store
-from gateway.store.revision import RevisionCounter
 
 log = logging.getLogger("gateway.sync")
 RETRY_DELAY = 0.1  # seconds between refresh attempts while the store cannot be read
 
 
 class IndexSync:
-    def __init__(self, store: Store, index: KeyIndex, revision: RevisionCounter) -> None:
+    def __init__(self, store: Store, index: KeyIndex, signal: ChangeSignal) -> None:
         self.store = store
         self.index = index
-        self._read = revision.read
-        self.seen = revision.read()
+        self.signal = signal
+        self._read = signal.read
+        self.seen = signal.read()
         self._task: asyncio.Task[None] | None = None
         self._waiters: list[Callable[[], None]] = []
         self.failures = 0
@@ -95,5 +97,6 @@ class IndexSync:
             except Exception as exc:
                 log.warning("change-log poll failed: %s", exc)
                 continue
+            self.signal.saw(latest)
             if latest != self.index.seq:
                 await self.refresh()

@@ -1,13 +1,16 @@
-"""Shared fixtures: a real upstream on loopback and the gateway in front of it."""
+"""Shared fixtures: a real upstream on loopback, the gateway in front of it, and a throwaway
+PostgreSQL cluster (one per session, started only if a test asks) with a fresh database per
+test."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
+from pgcluster import PgCluster, PgUnavailable, database_name
 from support import Running, make_settings, running_gateway, upstream_app
 
 
@@ -17,8 +20,60 @@ async def upstream(aiohttp_server: Callable[..., Any]) -> TestServer:
     return server
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `both_stores` run once on SQLite and once on PostgreSQL."""
+    if "store_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "both_stores"
+    ):
+        metafunc.parametrize("store_kind", ["sqlite", "postgres"])
+
+
 @pytest.fixture
-async def gw(tmp_path: Path, upstream: TestServer) -> AsyncIterator[Running]:
-    settings = make_settings(tmp_path, str(upstream.make_url("")).rstrip("/"))
-    async with running_gateway(settings) as running:
-        yield running
+def store_kind() -> str:
+    return "sqlite"
+
+
+@pytest.fixture
+async def gw(
+    tmp_path: Path, upstream: TestServer, store_kind: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Running]:
+    sections: dict[str, Any] = {}
+    cluster: PgCluster | None = None
+    name = database_name(request.node.name)
+    if store_kind == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        url = await cluster.create_database(name)
+        sections["store"] = {"url": url, "usage_flush_seconds": 0.2}
+    settings = make_settings(tmp_path, str(upstream.make_url("")).rstrip("/"), **sections)
+    try:
+        async with running_gateway(settings) as running:
+            yield running
+    finally:
+        if cluster is not None and cluster.running:
+            await cluster.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One PostgreSQL cluster for the session, created on first request, destroyed at the end.
+
+    Synchronous (subprocesses only), so it is tied to no event loop."""
+    try:
+        cluster = PgCluster()
+    except PgUnavailable as exc:
+        pytest.skip(f"no PostgreSQL to test against: {exc}")
+    with cluster:
+        yield cluster
+
+
+@pytest.fixture
+async def pg_url(pg_cluster: PgCluster, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """postgresql://postgres@127.0.0.1:PORT/DBNAME of a database made for this test alone;
+    dropped afterwards, even with connections still open."""
+    name = database_name(request.node.name)
+    url = await pg_cluster.create_database(name)
+    try:
+        yield url
+    finally:
+        if pg_cluster.running:
+            await pg_cluster.drop_database(name)

@@ -425,3 +425,36 @@ async def read_for(reader: asyncio.StreamReader, seconds: float) -> bytes:
         return out + b"<TIMEOUT>"
     except ConnectionResetError:
         return out + b"<RST>"
+
+
+# -- reaching into the store behind the gateway's back (either dialect) --------------------------
+
+
+async def store_execute(gw: Running, sqlite_sql: str, pg_sql: str | None = None) -> None:
+    """Run DDL or DML directly on the gateway's store: `sqlite_sql` on SQLite, `pg_sql` (or
+    the same text) on PostgreSQL."""
+    import sqlite3
+
+    settings = gw.gateway.settings.store
+    if settings.is_postgres:
+        import asyncpg
+
+        conn = await asyncpg.connect(settings.url)
+        try:
+            await conn.execute(pg_sql or sqlite_sql)
+        finally:
+            await conn.close()
+    else:
+        with sqlite3.connect(settings.sqlite_path) as db:
+            db.executescript(sqlite_sql)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 3.0) -> bool:
+    """Poll `check` until it holds or `seconds` pass; its last answer."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if await check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.02)

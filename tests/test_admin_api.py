@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from support import Running, bearer
+from support import Running, bearer, store_execute
+
+pytestmark = pytest.mark.both_stores
 
 
 async def data_status(gw: Running, key: str) -> int:
@@ -148,10 +149,8 @@ async def test_key_list_filters_and_paginates(gw: Running) -> None:
 async def test_expired_status_is_derived(gw: Running) -> None:
     account = await gw.account(provision_production_key=False)
     key = await gw.key(account["id"], expires_in=60)
-    store = gw.gateway.store
     # move the expiry into the past the way time would
-    with sqlite3.connect(store.path) as db:
-        db.execute("UPDATE api_keys SET expires_at = 1 WHERE id = ?", (key["id"],))
+    await store_execute(gw, f"UPDATE api_keys SET expires_at = 1 WHERE id = '{key['id']}'")
     status, got = await gw.admin("GET", f"/admin/v1/keys/{key['id']}")
     assert got["status"] == "expired"
     status, page = await gw.admin("GET", "/admin/v1/keys", params={"status": "expired"})
@@ -317,22 +316,27 @@ async def test_audit_since_and_pagination(gw: Running) -> None:
 async def test_a_change_and_its_audit_row_commit_together_or_not_at_all(gw: Running) -> None:
     """If the audit row cannot be written, the change is rolled back (503, nothing changed)."""
     account = await gw.account(provision_production_key=False)
-    with sqlite3.connect(gw.gateway.store.path) as db:
-        db.execute(
-            "CREATE TRIGGER refuse_key_audit BEFORE INSERT ON audit_log"
-            " WHEN NEW.action = 'key.created' BEGIN SELECT RAISE(ABORT, 'audit refused'); END"
-        )
+    await store_execute(
+        gw,
+        "CREATE TRIGGER refuse_key_audit BEFORE INSERT ON audit_log"
+        " WHEN NEW.action = 'key.created' BEGIN SELECT RAISE(ABORT, 'audit refused'); END",
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'audit refused'; END $$;"
+        " CREATE TRIGGER refuse_key_audit BEFORE INSERT ON audit_log FOR EACH ROW"
+        " WHEN (NEW.action = 'key.created') EXECUTE FUNCTION refuse()",
+    )
     status, problem = await gw.admin("POST", "/admin/v1/keys", json={"account_id": account["id"]})
     assert status == 503 and problem["status"] == 503
     assert "audit refused" not in str(problem)
     status, page = await gw.admin("GET", "/admin/v1/keys", params={"account_id": account["id"]})
     assert page["data"] == []
-    with sqlite3.connect(gw.gateway.store.path) as db:
-        db.execute("DROP TRIGGER refuse_key_audit")
-        db.execute(
-            "CREATE TRIGGER refuse_revoke BEFORE UPDATE OF revoked_at ON api_keys"
-            " BEGIN SELECT RAISE(ABORT, 'no'); END"
-        )
+    await store_execute(
+        gw,
+        "DROP TRIGGER refuse_key_audit; CREATE TRIGGER refuse_revoke BEFORE UPDATE OF"
+        " revoked_at ON api_keys BEGIN SELECT RAISE(ABORT, 'no'); END;",
+        "DROP TRIGGER refuse_key_audit ON audit_log; CREATE TRIGGER refuse_revoke BEFORE UPDATE"
+        " OF revoked_at ON api_keys FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
     key = await gw.key(account["id"])
     status, _ = await gw.admin("POST", f"/admin/v1/keys/{key['id']}/revoke")
     assert status == 503

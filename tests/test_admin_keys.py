@@ -12,6 +12,8 @@ from support import ADMIN_TOKEN, Running, bearer, make_settings, running_gateway
 
 from gateway.keys import is_well_formed
 
+pytestmark = pytest.mark.both_stores
+
 
 def iso(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -255,3 +257,26 @@ async def test_new_key_works_on_the_very_next_request(gw: Running) -> None:
         key = await gw.key(account["id"])
         async with gw.session.get(gw.url + "/v1/auth", headers=bearer(key["key"])) as resp:
             assert resp.status == 200
+
+
+async def test_nul_characters_are_refused_or_not_found_on_every_store(gw: Running) -> None:
+    """PostgreSQL text cannot hold NUL: such input must answer like any other unknown id or
+    bad value (404/400), never as a store failure (503)."""
+    account = await gw.account()
+    for path in ("/admin/v1/keys/a%00b", f"/admin/v1/accounts/{account['id']}%00"):
+        status, problem = await gw.admin("GET", path)
+        assert status == 404, (path, problem)
+    status, _ = await gw.admin("POST", "/admin/v1/keys/a%00b/revoke")
+    assert status == 404
+    status, problem = await gw.admin("GET", "/admin/v1/keys", params={"account_id": "a\x00"})
+    assert status == 200 and problem["data"] == []
+    import base64
+    import json
+
+    cursor = base64.urlsafe_b64encode(json.dumps([1, "a\x00"]).encode()).decode().rstrip("=")
+    status, problem = await gw.admin("GET", "/admin/v1/keys", params={"cursor": cursor})
+    assert status == 400 and problem["errors"][0]["field"] == "cursor"
+    status, problem = await gw.admin(
+        "POST", "/admin/v1/accounts", json={"name": "ok", "id": "acct\x00x"}
+    )
+    assert status == 400

@@ -7,11 +7,13 @@ import uuid
 
 import pytest
 from aiohttp.test_utils import TestServer
-from support import SEEN, Running, bearer
+from support import SEEN, Running, bearer, eventually
 
 from gateway import keys, keyservice
 from gateway.store.records import Actor
 from gateway.timeutil import now_us
+
+pytestmark = pytest.mark.both_stores
 
 ACTOR = Actor(actor="admin")
 
@@ -141,11 +143,20 @@ async def test_expired_key_is_rejected(gw: Running) -> None:
 
 async def test_a_key_created_by_another_process_is_seen_via_the_change_log(gw: Running) -> None:
     """Writes that bypass this process's admin API (another worker, another gateway on the
-    same file) reach the index through the shared revision counter."""
-    from gateway.store.sqlite import SQLiteStore
+    same store) reach the index through the change signal: on SQLite the shared revision
+    counter, at once; on PostgreSQL LISTEN/NOTIFY, within moments (the admin API's revocation
+    barrier is what makes a fleet-wide change take effect on the next request)."""
+    from gateway.store.factory import make_store
 
-    other = SQLiteStore(gw.gateway.settings.store.sqlite_path)
+    settings = gw.gateway.settings.store
+    other = make_store(settings, {})
     await other.open()
+
+    async def answers(secret: str, status: int) -> bool:
+        async with gw.session.get(gw.url + "/x", headers=bearer(secret)) as resp:
+            return resp.status == status
+
+    wait = 3.0 if settings.is_postgres else 0.0
     try:
         account = await gw.account(provision_production_key=False)
         secret, new = keyservice.mint(
@@ -157,9 +168,9 @@ async def test_a_key_created_by_another_process_is_seen_via_the_change_log(gw: R
             now_us=now_us(),
         )
         await other.create_key(new, ACTOR)
-        async with gw.session.get(gw.url + "/x", headers=bearer(secret)) as resp:
-            assert resp.status == 200
+        assert await eventually(lambda: answers(secret, 200), wait)
         await other.revoke_key(new.id, ACTOR)
+        assert await eventually(lambda: answers(secret, 401), wait)
         await assert_unauthorized(gw, bearer(secret))
     finally:
         await other.close()

@@ -60,7 +60,24 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
             "must be a number",
         ),
         ({**MINIMAL, "log": {"format": "xml"}}, "log.format", "'json'"),
-        ({**MINIMAL, "store": {"url": "postgres://x"}}, "store.url", "unsupported"),
+        ({**MINIMAL, "store": {"url": "mysql://x"}}, "store.url", "unsupported"),
+        (
+            {**MINIMAL, "store": {"url": "mysql://admin:hunter22@db/x"}},
+            "store.url",
+            "'mysql://admin:***@db/x'",  # a password is never echoed
+        ),
+        ({**MINIMAL, "store": {"url": "postgresql://u:pw@h:99999/x"}}, "store.url", "u:***@h"),
+        ({**MINIMAL, "store": {"password_env": "PGPASS"}}, "store.password_env", "postgresql"),
+        (
+            {**MINIMAL, "store": {"url": "postgresql://h:0x/db?sslpassword=pw1&password=pw2"}},
+            "store.url",
+            "postgresql://h:0x/db?sslpassword=***&password=*** has an invalid port",
+        ),
+        (
+            {**MINIMAL, "store": {"url": "postgresql://h/x", "poll_seconds": 0}},
+            "store.poll_seconds",
+            "> 0",
+        ),
         ({**MINIMAL, "keys": {"prefix": "SK"}}, "keys.prefix", "lower-case"),
         ({**MINIMAL, "keys": {"scopes": ["a b"]}}, "keys.scopes", "not a valid scope"),
         ({**MINIMAL, "keys": {"scopes": "runtime:all"}}, "keys.scopes", "list of strings"),
@@ -80,6 +97,13 @@ def test_bad_values_name_the_file_and_the_key(doc: dict, key: str, fragment: str
     assert message.startswith(f"conf/g.toml: {key}: "), message
     assert fragment in message
     assert "\n" not in message
+
+
+def test_postgresql_store_urls_and_their_settings() -> None:
+    for url in ("postgresql://gw@db.internal:5432/keys", "postgres://gw@10.0.0.5/keys"):
+        s = parse_settings({**MINIMAL, "store": {"url": url, "password_env": "PGPASS"}}, "g")
+        assert s.store.is_postgres and s.store.password_env == "PGPASS"
+        assert s.store.poll_seconds == 1.0
 
 
 def test_missing_admin_token_is_reported() -> None:

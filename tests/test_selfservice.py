@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from support import Running, bearer
 
+pytestmark = pytest.mark.both_stores
+
 BASE = "/api/v1/access-keys"
 
 

@@ -15,14 +15,11 @@ from gateway.store.records import (
     NewKey,
     SnapshotSink,
 )
-from gateway.store.revision import RevisionCounter
 
 Page = tuple[list[KeyRecord], str | None]
 
 
 class Store(Protocol):
-    revision: RevisionCounter | None
-
     async def open(self) -> None: ...
     async def close(self) -> None: ...
 

@@ -85,3 +85,84 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO meta (name, value) VALUES ('changes_pruned_through', 0);
     """,
 )
+
+
+# PostgreSQL: the same tables, numbered the same way (the version lives in `schema_version`).
+# Text keys compare bytewise (COLLATE "C"), as in SQLite, so cursors order identically.
+PG_MIGRATIONS: tuple[str, ...] = (
+    # 1: the whole of contract section 5.
+    """
+    CREATE TABLE accounts (
+        id          TEXT COLLATE "C" PRIMARY KEY,
+        name        TEXT NOT NULL,
+        status      TEXT NOT NULL CHECK (status IN ('active', 'deactivated')),
+        created_at  BIGINT NOT NULL,
+        updated_at  BIGINT NOT NULL
+    );
+    CREATE INDEX accounts_by_created ON accounts (created_at DESC, id DESC);
+
+    CREATE TABLE api_keys (
+        id                   TEXT COLLATE "C" PRIMARY KEY,
+        account_id           TEXT COLLATE "C" NOT NULL REFERENCES accounts (id),
+        name                 TEXT NOT NULL,
+        description          TEXT,
+        key_hash             BYTEA NOT NULL UNIQUE CHECK (length(key_hash) = 32),
+        key_prefix           TEXT NOT NULL,
+        key_last4            TEXT NOT NULL,
+        scopes               TEXT NOT NULL,
+        tool_pack_ids        TEXT,
+        registered_user_ids  TEXT,
+        is_test              INTEGER NOT NULL CHECK (is_test IN (0, 1)),
+        expires_at           BIGINT,
+        created_at           BIGINT NOT NULL,
+        updated_at           BIGINT NOT NULL,
+        created_by           TEXT,
+        service_account_id   TEXT,
+        parent_key_id        TEXT COLLATE "C",
+        last_used_at         BIGINT,
+        last_used_ip         TEXT,
+        last_used_user_agent TEXT,
+        revoked_at           BIGINT
+    );
+    CREATE INDEX api_keys_by_account ON api_keys (account_id, is_test, created_at DESC, id DESC);
+    CREATE INDEX api_keys_by_created ON api_keys (created_at DESC, id DESC);
+    CREATE INDEX api_keys_by_parent ON api_keys (parent_key_id) WHERE parent_key_id IS NOT NULL;
+
+    CREATE TABLE callback_origins (
+        account_id  TEXT COLLATE "C" NOT NULL REFERENCES accounts (id),
+        origin      TEXT COLLATE "C" NOT NULL,
+        created_at  BIGINT NOT NULL,
+        PRIMARY KEY (account_id, origin)
+    );
+
+    CREATE TABLE audit_log (
+        seq          BIGSERIAL PRIMARY KEY,
+        id           TEXT NOT NULL UNIQUE,
+        at           BIGINT NOT NULL,
+        action       TEXT NOT NULL,
+        actor        TEXT NOT NULL,
+        account_id   TEXT COLLATE "C",
+        key_id       TEXT COLLATE "C",
+        environment  TEXT NOT NULL CHECK (environment IN ('production', 'test')),
+        ip           TEXT,
+        request_id   TEXT,
+        details      TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_env ON audit_log (environment, seq DESC);
+    CREATE INDEX audit_by_account ON audit_log (account_id, environment, seq DESC);
+
+    CREATE TABLE changes (
+        seq        BIGSERIAL PRIMARY KEY,
+        entity     TEXT NOT NULL CHECK (entity IN ('key', 'account', 'origin')),
+        entity_id  TEXT COLLATE "C" NOT NULL,
+        key_hash   BYTEA,
+        at         BIGINT NOT NULL
+    );
+
+    CREATE TABLE meta (
+        name   TEXT PRIMARY KEY,
+        value  BIGINT NOT NULL
+    );
+    INSERT INTO meta (name, value) VALUES ('changes_pruned_through', 0);
+    """,
+)

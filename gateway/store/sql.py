@@ -45,6 +45,12 @@ _AUTH_KEY_COLUMNS = (
     " revoked_at IS NOT NULL"
 )
 _SNAPSHOT_BATCH = 5000
+# The newest change-log position, also when pruning has emptied the log.
+_LATEST = (
+    "SELECT CASE WHEN m > p THEN m ELSE p END FROM (SELECT"
+    " coalesce((SELECT max(seq) FROM changes), 0) AS m,"
+    " coalesce((SELECT value FROM meta WHERE name = 'changes_pruned_through'), 0) AS p) AS t"
+)
 _ACCOUNT_COLUMNS = "id, name, status, created_at, updated_at"
 
 
@@ -68,6 +74,7 @@ def decode_cursor(cursor: str, shape: Sequence[type]) -> list[Any]:
         or len(parts) != len(shape)
         or not all(type(p) is t for p, t in zip(parts, shape, strict=True))
         or any(isinstance(p, int) and not -(2**63) <= p < 2**63 for p in parts)
+        or any(isinstance(p, str) and "\x00" in p for p in parts)
     ):
         raise ValidationError([{"field": "cursor", "message": "invalid cursor"}])
     return parts
@@ -187,6 +194,13 @@ class SqlStore(abc.ABC):
     and `_all`."""
 
     @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and migrate the schema (safe with other processes doing the same)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
     def _write(self, actor: Actor | None) -> AbstractAsyncContextManager[Tx]:
         """A write transaction, committed when the block ends (rolled back on an exception);
         changes are serialised, so change-log positions commit in order."""
@@ -206,7 +220,7 @@ class SqlStore(abc.ABC):
         """Every key and account, consistent as of one change-log position, streamed into
         `sink` in batches."""
         async with self._index_read() as r:
-            row = await r.one("SELECT coalesce(max(seq), 0) FROM changes")
+            row = await r.one(_LATEST)
             seq = int(row[0]) if row else 0
             accounts = [
                 (a[0], a[1] == ACTIVE) for a in await r.all("SELECT id, status FROM accounts")
@@ -270,7 +284,7 @@ class SqlStore(abc.ABC):
 
     async def latest_change(self) -> int:
         async with self._index_read() as r:
-            row = await r.one("SELECT coalesce(max(seq), 0) FROM changes")
+            row = await r.one(_LATEST)
         return int(row[0]) if row else 0
 
     async def prune_changes(self, older_than_us: int) -> int:

@@ -1,0 +1,254 @@
+"""The fleet store: PostgreSQL through asyncpg, shared by every gateway instance.
+
+The statements are gateway/store/sql.py's (`?` becomes `$n` here). Every write transaction
+first takes one transaction-level advisory lock, so changes commit in the order of their
+change-log positions across the whole fleet (a reader can never see position 10 while 9 is
+still to commit), and ends with a NOTIFY on `CHANNEL` carrying the newest position, delivered
+by PostgreSQL only if the transaction commits. Migrations run under a session advisory lock:
+instances starting together migrate once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from gateway.config import redact_url as redacted
+from gateway.errors import ConflictError, ProblemError, StoreError, ValidationError
+from gateway.store.records import Actor
+from gateway.store.schema import PG_MIGRATIONS
+from gateway.store.sql import IndexRead, SqlStore, Tx
+
+log = logging.getLogger("gateway.store")
+
+CHANNEL = "keygate_changes"
+WRITE_LOCK = 0x6B657967  # "keyg": serialises the fleet's writes
+MIGRATE_LOCK = 0x6B65796D  # "keym": one instance migrates, the others wait
+COMMAND_TIMEOUT = 5.0
+MIGRATE_WAIT = 300.0
+CONNECT_TIMEOUT = 5.0
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+
+@functools.lru_cache(maxsize=1024)
+def pg_sql(sql: str) -> str:
+    """`?` placeholders as asyncpg's `$1, $2, ...` (no statement here has a literal `?`)."""
+    parts = sql.split("?")
+    out = [parts[0]]
+    for n, part in enumerate(parts[1:], start=1):
+        out += (f"${n}", part)
+    return "".join(out)
+
+
+def _has_nul(params: Sequence[Any]) -> bool:
+    """PostgreSQL text cannot hold NUL: no stored value equals such a parameter."""
+    return any(isinstance(p, str) and "\x00" in p for p in params)
+
+
+def _refuse_nul() -> ValidationError:
+    return ValidationError([{"field": "", "message": "text must not contain NUL characters"}])
+
+
+class PostgresTx(Tx):
+    def __init__(self, conn: asyncpg.Connection, actor: Actor | None) -> None:
+        super().__init__(actor)
+        self.conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        if _has_nul(params):
+            raise _refuse_nul()
+        status = await self.conn.execute(pg_sql(sql), *params)
+        tail = status.rpartition(" ")[2]  # "UPDATE 3", "INSERT 0 1", "DELETE 0"
+        return int(tail) if tail.isdigit() else 0
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        rows = [r for r in rows if not _has_nul(r)]  # usage rows: such a key cannot exist
+        if rows:
+            await self.conn.executemany(pg_sql(sql), rows)
+
+    async def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if _has_nul(params):
+            return None
+        return await self.conn.fetchrow(pg_sql(sql), *params)
+
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        if _has_nul(params):
+            return []
+        return list(await self.conn.fetch(pg_sql(sql), *params))
+
+
+class PostgresIndexRead(IndexRead):
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return await self.conn.fetchrow(pg_sql(sql), *params)
+
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(await self.conn.fetch(pg_sql(sql), *params))
+
+    async def batches(self, sql: str, size: int) -> AsyncIterator[list[Any]]:
+        cursor = await self.conn.cursor(pg_sql(sql))
+        while batch := await cursor.fetch(size):
+            yield list(batch)
+
+
+class PostgresStore(SqlStore):
+    revision = None  # the change signal is LISTEN/NOTIFY (gateway/changes.py), not a file
+
+    def __init__(
+        self, url: str, password: str | None = None, *, min_size: int = 1, max_size: int = 8
+    ) -> None:
+        self.url = url
+        self.password = password
+        self.min_size = min_size
+        self.max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({redacted(self.url)})"
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    async def connect(self) -> asyncpg.Connection:
+        """A connection of its own (for LISTEN), outside the pool."""
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(
+                self.url, password=self.password, timeout=CONNECT_TIMEOUT
+            )
+        except _DB_ERRORS as exc:
+            raise StoreError(f"cannot connect to {redacted(self.url)}: {_why(exc)}") from exc
+        return conn
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url,
+                password=self.password,
+                min_size=self.min_size,
+                max_size=self.max_size,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
+            )
+        except _DB_ERRORS as exc:
+            raise StoreError(f"cannot open store {redacted(self.url)}: {_why(exc)}") from exc
+        try:
+            await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _migrate(self) -> None:
+        async with self._conn() as conn:
+            try:
+                # Another instance may be migrating: wait for it, longer than a command.
+                await conn.execute(
+                    "SELECT pg_advisory_lock($1)", MIGRATE_LOCK, timeout=MIGRATE_WAIT
+                )
+                try:
+                    await conn.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+                    )
+                    version = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
+                    if version > len(PG_MIGRATIONS):
+                        raise StoreError(
+                            f"{redacted(self.url)} has schema version {version}, newer than "
+                            f"this gateway knows ({len(PG_MIGRATIONS)}): upgrade the gateway"
+                        )
+                    for number, script in enumerate(PG_MIGRATIONS[version:], start=version + 1):
+                        async with conn.transaction():
+                            await conn.execute(script)
+                            await conn.execute("DELETE FROM schema_version")
+                            await conn.execute(
+                                "INSERT INTO schema_version (version) VALUES ($1)", number
+                            )
+                        log.info("store migrated to schema version %d", number)
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK)
+            except _DB_ERRORS as exc:
+                raise StoreError(f"cannot migrate {redacted(self.url)}: {_why(exc)}") from exc
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), 5)
+            except (TimeoutError, *_DB_ERRORS):
+                pool.terminate()
+
+    # -- dialect -----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        pool = self._pool  # close() may clear it while this connection is out
+        if pool is None:
+            raise StoreError("store is not open")
+        try:
+            conn = await pool.acquire(timeout=CONNECT_TIMEOUT)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"store unavailable: {_why(exc)}") from exc
+        try:
+            yield conn
+        finally:
+            try:
+                await pool.release(conn)
+            except _DB_ERRORS:
+                conn.terminate()
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if _has_nul(params):
+            return None
+        async with self._conn() as conn:
+            try:
+                return await conn.fetchrow(pg_sql(sql), *params)
+            except _DB_ERRORS as exc:
+                raise StoreError(f"store read failed: {_why(exc)}") from exc
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        if _has_nul(params):
+            return []
+        async with self._conn() as conn:
+            try:
+                return list(await conn.fetch(pg_sql(sql), *params))
+            except _DB_ERRORS as exc:
+                raise StoreError(f"store read failed: {_why(exc)}") from exc
+
+    @asynccontextmanager
+    async def _write(self, actor: Actor | None) -> AsyncIterator[Tx]:
+        async with self._conn() as conn:
+            tx = PostgresTx(conn, actor)
+            try:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+                    yield tx
+                    if tx.changed:
+                        await conn.execute(
+                            "SELECT pg_notify($1, (SELECT max(seq) FROM changes)::text)", CHANNEL
+                        )
+            except ProblemError:
+                raise
+            except asyncpg.UniqueViolationError as exc:
+                raise ConflictError("a concurrent change created the same record") from exc
+            except _DB_ERRORS as exc:
+                raise StoreError(f"store write failed: {_why(exc)}") from exc
+
+    @asynccontextmanager
+    async def _index_read(self) -> AsyncIterator[IndexRead]:
+        async with self._conn() as conn:
+            try:
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    yield PostgresIndexRead(conn)
+            except _DB_ERRORS as exc:
+                raise StoreError(f"cannot read the key index: {_why(exc)}") from exc
+
+
+def _why(exc: BaseException) -> str:
+    """An error's own words, one line, never the URL it was given (which may hold a password)."""
+    text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    return text[:300]

@@ -1,0 +1,192 @@
+"""Fleet mode: several `gateway serve` processes on one PostgreSQL database (contract section 8).
+
+Real processes, a real throwaway cluster (tests/pgcluster.py), a real upstream on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from pgcluster import PgCluster, database_name
+from support import ADMIN_TOKEN, GatewayProcess, bearer, free_port, write_config
+
+pytestmark = pytest.mark.slow
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+class Instance:
+    def __init__(self, tmp_path: Path, name: str, upstream_url: str, store_url: str, **kw: Any):
+        self.port, self.admin_port = free_port(), free_port()
+        extra = "".join(f"{k} = {v}\n" for k, v in kw.items())
+        config = write_config(
+            tmp_path / f"{name}.toml",
+            upstream_url,
+            tmp_path / "unused.db",
+            self.port,
+            self.admin_port,
+            extra,
+        )
+        text = config.read_text()
+        config.write_text(
+            text.replace(f'url = "sqlite:///{tmp_path / "unused.db"}"', f'url = "{store_url}"')
+        )
+        self.log = tmp_path / f"{name}.log"
+        self.process = GatewayProcess(config, self.log)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+
+    def start(self) -> None:
+        self.process.start(self.port, self.admin_port, timeout=30)
+
+    async def admin(self, s: aiohttp.ClientSession, method: str, path: str, **kw: Any) -> Any:
+        async with s.request(method, self.admin_url + path, headers=ADMIN, **kw) as resp:
+            assert resp.status < 300, await resp.text()
+            return await resp.json() if resp.status != 204 else {}
+
+    async def status(self, s: aiohttp.ClientSession, key: str, path: str = "/x") -> int:
+        async with s.get(self.url + path, headers=bearer(key)) as resp:
+            return resp.status
+
+
+@pytest.fixture
+async def fleet_db(pg_cluster: PgCluster, request: pytest.FixtureRequest) -> Any:
+    name = database_name(request.node.name)
+    url = await pg_cluster.create_database(name)
+    yield url
+    if pg_cluster.running:
+        await pg_cluster.drop_database(name)
+
+
+async def until(check: Any, seconds: float) -> float:
+    """Seconds until `check()` held (fails the test after `seconds`)."""
+    started = time.monotonic()
+    while not await check():
+        assert time.monotonic() - started < seconds, "not within the time allowed"
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
+async def test_instances_starting_together_on_an_empty_database_all_come_up_and_share_keys(
+    tmp_path: Path, upstream: TestServer, fleet_db: str
+) -> None:
+    up = str(upstream.make_url("")).rstrip("/")
+    # A poll too slow to matter: what reaches the other instances is NOTIFY.
+    fleet = [Instance(tmp_path, f"gw{i}", up, fleet_db, poll_seconds=30) for i in range(3)]
+    # All three migrate the same empty database at once.
+    await asyncio.gather(*(asyncio.to_thread(gw.start) for gw in fleet))
+    try:
+        async with aiohttp.ClientSession() as s:
+            a, b, c = fleet
+            account = await a.admin(s, "POST", "/admin/v1/accounts", json={"name": "Fleet"})
+            key = account["production_key"]
+            for gw in fleet:  # a key minted on one instance authenticates on every one
+                await until(lambda gw=gw: _is(gw.status(s, key["key"]), 200), 3)
+            await b.admin(s, "POST", f"/admin/v1/keys/{key['id']}/revoke")
+            for gw in fleet:
+                await until(lambda gw=gw: _is(gw.status(s, key["key"]), 401), 3)
+            # Each admin API reads the one database.
+            got = await c.admin(s, "GET", f"/admin/v1/keys/{key['id']}")
+            assert got["status"] == "revoked"
+    finally:
+        codes = [gw.process.stop() for gw in fleet]  # every one stopped before any assert
+    assert codes == [0, 0, 0], [gw.log.read_text()[-2000:] for gw in fleet]
+    for gw in fleet:
+        text = gw.log.read_text()
+        assert "Traceback" not in text
+
+
+async def test_notifications_resume_after_postgresql_restarts(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    """The listening connection is lost with the server; the instance reconnects, and a change
+    made after the restart reaches it (NOTIFY again, plus the change log replayed)."""
+    up = str(upstream.make_url("")).rstrip("/")
+    with PgCluster() as cluster:
+        url = await cluster.create_database("fleet")
+        a = Instance(tmp_path, "a", up, url, poll_seconds=30)
+        b = Instance(tmp_path, "b", up, url, poll_seconds=30)
+        a.start()
+        b.start()
+        try:
+            async with aiohttp.ClientSession() as s:
+                account = await a.admin(s, "POST", "/admin/v1/accounts", json={"name": "R"})
+                key = account["production_key"]["key"]
+                await until(lambda: _is(b.status(s, key), 200), 3)
+                cluster.stop()
+                await asyncio.sleep(0.5)
+                # PostgreSQL is down: keys in memory still authenticate; the admin API
+                # answers 503.
+                assert await b.status(s, key) == 200
+                async with s.get(a.admin_url + "/admin/v1/keys", headers=ADMIN) as resp:
+                    assert resp.status == 503
+                cluster.start()
+                fresh = await until_ok(
+                    lambda: a.admin(s, "POST", "/admin/v1/accounts", json={"name": "After"})
+                )
+                new_key = fresh["production_key"]["key"]
+                await until(lambda: _is(b.status(s, new_key), 200), 5)
+        finally:
+            assert a.process.stop() == 0
+            assert b.process.stop() == 0
+        assert "listening for changes again" in b.log.read_text()
+
+
+async def _is(status: Any, expected: int) -> bool:
+    return bool(await status == expected)
+
+
+async def until_ok(call: Any, seconds: float = 10.0) -> Any:
+    started = time.monotonic()
+    while True:
+        try:
+            return await call()
+        except AssertionError:
+            if time.monotonic() - started > seconds:
+                raise
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("store", "expected"),
+    [
+        (
+            'url = "postgresql://gw:s3cret-pw@127.0.0.1:{port}/keys"',
+            "cannot start: cannot open store postgresql://gw:***@127.0.0.1:{port}/keys: ",
+        ),
+        (
+            'url = "postgresql://gw@127.0.0.1:{port}/keys"\npassword_env = "NOT_SET_ANYWHERE"',
+            "cannot start: store.password_env names NOT_SET_ANYWHERE, which is not set",
+        ),
+    ],
+)
+def test_an_unreachable_or_unconfigured_database_is_one_line_without_the_password(
+    tmp_path: Path, store: str, expected: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from support import ADMIN_ENV
+
+    port = free_port()  # nothing listens there
+    config = tmp_path / "g.toml"
+    config.write_text(
+        f'[upstream]\nurl = "http://127.0.0.1:9"\n[admin]\ntoken_env = "{ADMIN_ENV}"\n'
+        f"[server]\nport = {free_port()}\n[store]\n" + store.format(port=port) + "\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, **{ADMIN_ENV: ADMIN_TOKEN}),
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("gateway: " + expected.format(port=port)), done.stderr
+    assert "s3cret" not in done.stderr + done.stdout and "Traceback" not in done.stderr
