@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.store.revision import RevisionCounter
@@ -66,6 +67,7 @@ class NotifySignal:
         self._conn: Any = None
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.on_change: Callable[[], None] = lambda: None  # the store moved past what we knew
 
     def read(self) -> int:
         return self.latest
@@ -74,6 +76,7 @@ class NotifySignal:
         self.last_contact = time.monotonic()
         if position > self.latest:
             self.latest = position
+            self.on_change()
 
     async def start(self) -> None:
         await self._listen()

@@ -92,6 +92,9 @@ class StoreSettings:
     usage_flush_seconds: float = 5.0
     password_env: str | None = None  # PostgreSQL: the variable holding the password
     poll_seconds: float = 1.0  # the change-log poll behind the change signal
+    node_timeout: float = 10.0  # fleet: an instance without a heartbeat this long is not live
+    propagation_timeout: float = 2.0  # fleet: the longest an admin change waits for the others
+    max_staleness: float = 15.0  # fleet: out of touch this long -> 503 for keyed requests
 
     @property
     def is_postgres(self) -> bool:
@@ -381,6 +384,9 @@ def _store(sec: _Section) -> StoreSettings:
         usage_flush_seconds=sec.number("usage_flush_seconds", 5.0, positive=True),
         password_env=sec.get("password_env", "a string", None, env_name),
         poll_seconds=sec.number("poll_seconds", 1.0, positive=True),
+        node_timeout=sec.number("node_timeout", 10.0, positive=True),
+        propagation_timeout=sec.number("propagation_timeout", 2.0, positive=True),
+        max_staleness=sec.number("max_staleness", 15.0, positive=True),
     )
     sec.finish()
     if settings.password_env is not None and not settings.is_postgres:

@@ -10,7 +10,9 @@ the answer back. Also the access log line for every finished exchange.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,6 +26,7 @@ from gateway.http.protocol import (
     PlaneContext,
     PlaneServer,
     closing_problem,
+    problem_body,
     protocol_settings,
 )
 from gateway.http.upstream import UpstreamCall, UpstreamError, UpstreamPool
@@ -38,6 +41,7 @@ from gateway.store.base import Store
 from gateway.sync import IndexSync
 from gateway.usage import UsageRecorder
 
+log = logging.getLogger("gateway.dataplane")
 UNAUTHORIZED_HEADERS = [(b"Content-Type", b"text/plain"), (b"WWW-Authenticate", b"Bearer")]
 UNAUTHORIZED_BODY = b"Unauthorized"
 UNAUTHORIZED_HEAD = answer_head(401, UNAUTHORIZED_HEADERS, len(UNAUTHORIZED_BODY))
@@ -77,6 +81,11 @@ class DataPlane:
         self.prefix_len = len(settings.keys.prefix) + 9
         ctx.tick_hooks.append(self._expire_idle)
         ctx.tick_hooks.append(lambda _now: self.access_log.flush())
+        # Fleet: seconds since the last confirmed contact with the store (None on one host);
+        # past store.max_staleness keyed requests are refused until it catches up.
+        self.staleness: Callable[[], float] | None = None
+        self.out_of_touch = False
+        ctx.tick_hooks.append(self._check_contact)
 
     def _pool(self, target: UpstreamTarget, name: str) -> UpstreamPool:
         ctx = self.ctx
@@ -116,6 +125,21 @@ class DataPlane:
 
     def pools(self) -> list[UpstreamPool]:
         return [p for p in (self.pool, self.test_pool) if p is not None]
+
+    def _check_contact(self, now: float) -> None:
+        if self.staleness is None:
+            return
+        out = self.staleness() > self.settings.store.max_staleness
+        if out != self.out_of_touch:
+            self.out_of_touch = out
+            if out:
+                log.error(
+                    "no confirmed contact with the store for %.0fs: refusing keyed requests "
+                    "with 503 until it is back (public routes keep working)",
+                    self.settings.store.max_staleness,
+                )
+            else:
+                log.warning("in touch with the store again: keyed requests are served")
 
     def _expire_idle(self, now: float) -> None:
         for pool in self.pools():
@@ -189,6 +213,22 @@ class DataPlane:
             if matched and all(route.public for route, _ in matched):
                 await self._proxy(ex, self.pool, None)
                 return
+        if self.out_of_touch:
+            ex.reason = "store_out_of_touch"
+            ex.respond(
+                503,
+                [(b"Content-Type", b"application/problem+json"), (b"Retry-After", b"5")],
+                problem_body(
+                    503,
+                    "This gateway has lost touch with the key store, so it cannot tell whether "
+                    "a key is still valid. Retry shortly.",
+                    None,
+                    ex.path,
+                    ex.request_id,
+                ),
+            )
+            await ex.send_answer()
+            return
         now = time.time()
         principal, reason = auth.authenticate(ex.head.authorization, self.index, now)
         if reason is not None:

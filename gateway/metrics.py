@@ -66,12 +66,32 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
+PROPAGATION_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Histogram:
+    """Seconds, in PROPAGATION_BOUNDS buckets (the admin side's propagation latency)."""
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(PROPAGATION_BOUNDS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect_left(PROPAGATION_BOUNDS, seconds)] += 1
+        self.sum += seconds
+
+
 @dataclass
 class Gauges:
     keys_cached: int = 0
     store_write_lag_seconds: float = 0.0
     connections_open: int = 0
     workers: int = 1
+    applied_revision: int = 0  # the laggiest data plane's change-log position
+    # Fleet (PostgreSQL) only; None on one host.
+    staleness_seconds: float | None = None
+    instances_live: int | None = None
+    propagation: Histogram | None = None
 
 
 class _Collector(Collector):
@@ -121,6 +141,38 @@ class _Collector(Collector):
         yield GaugeMetricFamily(
             "gateway_workers", "Data-plane worker processes running", value=g.workers
         )
+        yield GaugeMetricFamily(
+            "gateway_store_applied_revision",
+            "Change-log position applied by the in-memory index (the laggiest worker's)",
+            value=g.applied_revision,
+        )
+        if g.staleness_seconds is not None:
+            yield GaugeMetricFamily(
+                "gateway_store_staleness_seconds",
+                "Seconds since the last confirmed contact with the store (the worst worker's); "
+                "keyed requests get 503 past store.max_staleness",
+                value=g.staleness_seconds,
+            )
+        if g.instances_live is not None:
+            yield GaugeMetricFamily(
+                "gateway_fleet_instances_live",
+                "Data planes with a heartbeat within store.node_timeout, fleet-wide",
+                value=g.instances_live,
+            )
+        if g.propagation is not None:
+            running = 0
+            buckets = []
+            for bound, count in zip(
+                (*PROPAGATION_BOUNDS, float("inf")), g.propagation.buckets, strict=True
+            ):
+                running += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+            yield HistogramMetricFamily(
+                "gateway_propagation_seconds",
+                "From an admin change's commit to its confirmation by every live instance",
+                buckets=buckets,
+                sum_value=g.propagation.sum,
+            )
 
 
 def render(counters: dict[str, Any], gauges: Gauges) -> bytes:

@@ -20,12 +20,14 @@ from aiohttp import web
 
 from gateway.admin import create_admin_app
 from gateway.admin.state import SETTINGS, AdminToken
-from gateway.changes import ChangeSignal
+from gateway.changes import ChangeSignal, NotifySignal
 from gateway.config import Settings
 from gateway.dataplane import DataPlane
+from gateway.fleet import Barrier, Member
 from gateway.index import KeyIndex
 from gateway.logs import AccessLog
 from gateway.store.factory import change_signal
+from gateway.store.postgres import PostgresStore, Presence
 from gateway.store.sql import SqlStore
 from gateway.sync import IndexSync
 from gateway.timeutil import now_us
@@ -84,6 +86,7 @@ class DataPlaneRuntime:
         self._usage: UsageRecorder | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._signal: ChangeSignal | None = None
+        self.member: Member | None = None
 
     @property
     def plane(self) -> DataPlane:
@@ -97,11 +100,20 @@ class DataPlaneRuntime:
         await signal.start()
         sync = IndexSync(self.store, self.index, signal)
         await sync.load()
+        if isinstance(self.store, PostgresStore):
+            self.member = member = Member(Presence(self.store), settings.store)
+            await member.start(self.index.seq)
+            sync.on_applied = member.applied_through
+            sync.on_contact = member.in_touch
+            if isinstance(signal, NotifySignal):
+                signal.on_change = sync.catch_up
         self._usage = UsageRecorder(self.store, settings.store.usage_flush_seconds)
         plane = DataPlane(
             settings, self.index, sync, self._usage, AccessLog(settings.log), loop, self.store
         )
         self._plane = plane
+        if self.member is not None:
+            plane.staleness = self.member.staleness
         srv = settings.server
         self._server = await loop.create_server(
             plane.server,
@@ -123,6 +135,8 @@ class DataPlaneRuntime:
             "keys_cached": len(self.index),
             "store_write_lag_seconds": self._usage.lag(time.time()) if self._usage else 0.0,
             "connections_open": len(plane.ctx.connections),
+            "applied_revision": self.index.seq,
+            "staleness_seconds": self.member.staleness() if self.member else None,
         }
 
     def reload(self, settings: Settings) -> None:
@@ -155,6 +169,9 @@ class DataPlaneRuntime:
         if self._signal is not None:
             await self._signal.stop()
             self._signal = None
+        if self.member is not None:
+            await self.member.stop()
+            self.member = None
         if self._usage is not None:
             await self._usage.flush()
         if self._plane is not None:
@@ -182,10 +199,14 @@ class AdminRuntime:
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.barrier: Barrier | None = None  # fleet (PostgreSQL) only
+        self.instances_live: int | None = None
 
     async def start(self) -> None:
         settings = self.settings
-        app = create_admin_app(settings, self.store, self.token, self.metrics_source)
+        if isinstance(self.store, PostgresStore):
+            self.barrier = Barrier(Presence(self.store), settings.store)
+        app = create_admin_app(settings, self.store, self.token, self.metrics_source, self.barrier)
         self._runner = web.AppRunner(
             app,
             access_log=None,
@@ -200,11 +221,24 @@ class AdminRuntime:
                 self.port = int(addr[1])
                 break
         self._tasks.append(asyncio.get_running_loop().create_task(self._prune_change_log()))
+        if self.barrier is not None:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._count_instances()))
 
     def reload(self, settings: Settings) -> None:
         self.settings = settings
         if self._runner is not None:
             self._runner.app[SETTINGS].current = settings
+
+    async def _count_instances(self) -> None:
+        assert self.barrier is not None
+        store = self.settings.store
+        while True:
+            live_since = now_us() - int(store.node_timeout * 1_000_000)
+            try:
+                _, self.instances_live = await self.barrier.presence.confirmations(0, live_since)
+            except Exception as exc:
+                log.warning("cannot count live instances: %s", exc)
+            await asyncio.sleep(2.0)
 
     async def _prune_change_log(self) -> None:
         while True:

@@ -33,10 +33,12 @@ from gateway.admin.schemas import ChildKeyCreate, KeyCreated, KeyList, KeyOut
 from gateway.admin.state import SETTINGS, STORE, SettingsRef
 from gateway.config import Settings
 from gateway.errors import NotFoundError, ProblemError, ValidationError
+from gateway.fleet import PROPAGATION, Barrier, propagation_middleware
 from gateway.http.exchange import Exchange
 from gateway.http.protocol import PlaneRequest
 from gateway.index import NEVER, KeyEntry
 from gateway.store.base import Store
+from gateway.store.postgres import PostgresStore, Presence
 from gateway.store.records import Actor, KeyRecord, NewKey
 from gateway.timeutil import now_us
 
@@ -252,7 +254,12 @@ def openapi() -> dict[str, Any]:
 
 
 def create_selfservice_app(settings: Settings, store: Store) -> web.Application:
-    app = web.Application(middlewares=[problems_middleware], client_max_size=BODY_LIMIT)
+    middlewares: list[Any] = [problems_middleware]
+    if isinstance(store, PostgresStore):  # fleet: as on the admin port, wait for the others
+        middlewares.insert(0, propagation_middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=BODY_LIMIT)
+    if isinstance(store, PostgresStore):
+        app[PROPAGATION] = Barrier(Presence(store), settings.store)
     app[SETTINGS] = SettingsRef(settings)
     app[STORE] = store
     door: keys.KeyDoor = SelfServiceDoor()

@@ -76,10 +76,15 @@ class Gateway:
     def render_metrics(self) -> bytes:
         assert self.data is not None
         m = self.data.metrics()
+        admin = self.admin
         gauges = Gauges(
             keys_cached=m["keys_cached"],
             store_write_lag_seconds=m["store_write_lag_seconds"],
             connections_open=m["connections_open"],
+            applied_revision=m["applied_revision"],
+            staleness_seconds=m["staleness_seconds"],
+            instances_live=admin.instances_live if admin else None,
+            propagation=admin.barrier.latency if admin and admin.barrier else None,
         )
         return render(m["counters"], gauges)
 

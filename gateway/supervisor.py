@@ -254,6 +254,13 @@ class Supervisor:
             store_write_lag_seconds=max((m["store_write_lag_seconds"] for m in live), default=0.0),
             connections_open=sum(m["connections_open"] for m in live),
             workers=sum(1 for w in self.workers if w.process is not None and w.process.is_alive()),
+            applied_revision=min((m["applied_revision"] for m in live), default=0),
+            staleness_seconds=max(
+                (m["staleness_seconds"] for m in live if m["staleness_seconds"] is not None),
+                default=None,
+            ),
+            instances_live=self.admin.instances_live if self.admin else None,
+            propagation=self.admin.barrier.latency if self.admin and self.admin.barrier else None,
         )
         return render(counters, gauges)
 

@@ -33,11 +33,16 @@ class IndexSync:
         self._waiters: list[Callable[[], None]] = []
         self.failures = 0
         self._retry_at = 0.0
+        # Fleet hooks (gateway/fleet.py): the index applied through a position; a poll found
+        # it up to date.
+        self.on_applied: Callable[[int], None] = lambda position: None
+        self.on_contact: Callable[[], None] = lambda: None
 
     async def load(self) -> None:
         """Full snapshot (start-up, or when the change log no longer reaches back far enough)."""
         self.seen = self._read()
         await self.store.snapshot(self.index)
+        self.on_applied(self.index.seq)
 
     def stale(self) -> bool:
         if self._read() == self.seen:
@@ -45,6 +50,10 @@ class IndexSync:
         # After a failed refresh, requests go on from memory for RETRY_DELAY, then the next
         # one tries again: the store being unreadable must not take the data plane down.
         return not self.failures or time.monotonic() >= self._retry_at
+
+    def catch_up(self) -> None:
+        """Apply what the store has now, without waiting for a request to ask (fleet)."""
+        self.when_fresh(lambda: None)
 
     def when_fresh(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the index has caught up with the revision counter."""
@@ -76,6 +85,7 @@ class IndexSync:
                 if self._read() == target:
                     break
             self.failures = 0
+            self.on_applied(self.index.seq)
         except Exception as exc:
             self.failures += 1
             self._retry_at = time.monotonic() + RETRY_DELAY
@@ -100,3 +110,5 @@ class IndexSync:
             self.signal.saw(latest)
             if latest != self.index.seq:
                 await self.refresh()
+            else:
+                self.on_contact()

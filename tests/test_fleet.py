@@ -19,10 +19,21 @@ pytestmark = pytest.mark.slow
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
+PUBLIC_STATUS = '\n[[routes]]\npath = "/status"\npublic = true\n'
+
+
 class Instance:
-    def __init__(self, tmp_path: Path, name: str, upstream_url: str, store_url: str, **kw: Any):
+    def __init__(
+        self,
+        tmp_path: Path,
+        name: str,
+        upstream_url: str,
+        store_url: str,
+        tail: str = "",
+        **kw: Any,
+    ) -> None:
         self.port, self.admin_port = free_port(), free_port()
-        extra = "".join(f"{k} = {v}\n" for k, v in kw.items())
+        extra = "".join(f"{k} = {v}\n" for k, v in kw.items()) + tail
         config = write_config(
             tmp_path / f"{name}.toml",
             upstream_url,
@@ -46,6 +57,7 @@ class Instance:
     async def admin(self, s: aiohttp.ClientSession, method: str, path: str, **kw: Any) -> Any:
         async with s.request(method, self.admin_url + path, headers=ADMIN, **kw) as resp:
             assert resp.status < 300, await resp.text()
+            self.propagation = resp.headers.get("X-Gateway-Propagation")
             return await resp.json() if resp.status != 204 else {}
 
     async def status(self, s: aiohttp.ClientSession, key: str, path: str = "/x") -> int:
@@ -190,3 +202,147 @@ def test_an_unreachable_or_unconfigured_database_is_one_line_without_the_passwor
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith("gateway: " + expected.format(port=port)), done.stderr
     assert "s3cret" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+
+
+async def test_a_change_through_one_instance_is_honoured_by_the_next_request_to_every_other(
+    tmp_path: Path, upstream: TestServer, fleet_db: str
+) -> None:
+    """The revocation barrier: each change returns once every live instance applied it, so the
+    very next request anywhere sees it. 50 revocations, then regenerate, delete, account
+    deactivation and origin removal, each checked on B and C right after A answered."""
+    up = str(upstream.make_url("")).rstrip("/")
+    route = '\n[[routes]]\npath = "/oauth/authorize"\ncallback_param = "redirect_uri"\n'
+    # A poll too slow to help: only the barrier and NOTIFY can make this pass.
+    fleet = [
+        Instance(tmp_path, f"gw{i}", up, fleet_db, tail=route, poll_seconds=30) for i in range(3)
+    ]
+    await asyncio.gather(*(asyncio.to_thread(gw.start) for gw in fleet))
+    a, b, c = fleet
+    try:
+        async with aiohttp.ClientSession() as s:
+            account = await a.admin(s, "POST", "/admin/v1/accounts", json={"name": "Barrier"})
+            acct = account["id"]
+            assert a.propagation is not None and a.propagation.startswith("confirmed=3/3; ")
+            for i in range(50):
+                key = await a.admin(s, "POST", "/admin/v1/keys", json={"account_id": acct})
+                assert await b.status(s, key["key"]) == 200, i  # creation is propagated too
+                await a.admin(s, "POST", f"/admin/v1/keys/{key['id']}/revoke")
+                assert a.propagation == f"confirmed=3/3; revision={_rev(a.propagation)}"
+                assert await b.status(s, key["key"]) == 401, i
+                assert await c.status(s, key["key"]) == 401, i
+            key = await a.admin(s, "POST", "/admin/v1/keys", json={"account_id": acct})
+            new = await c.admin(s, "POST", f"/admin/v1/keys/{key['id']}/regenerate")
+            assert await a.status(s, key["key"]) == 401 and await b.status(s, key["key"]) == 401
+            assert await b.status(s, new["key"]) == 200
+            await b.admin(s, "DELETE", f"/admin/v1/keys/{key['id']}")
+            assert await a.status(s, new["key"]) == 401 and await c.status(s, new["key"]) == 401
+            live = await a.admin(s, "POST", "/admin/v1/keys", json={"account_id": acct})
+            origins = f"/admin/v1/accounts/{acct}/callback-origins"
+            await a.admin(s, "POST", origins, json={"origin": "app.example.com"})
+            authorize = "/oauth/authorize?redirect_uri=https://app.example.com/cb"
+            assert await b.status(s, live["key"], authorize) == 200
+            await a.admin(s, "DELETE", origins + "/app.example.com")
+            assert await b.status(s, live["key"], authorize) == 403
+            assert await c.status(s, live["key"], authorize) == 403
+            await a.admin(s, "PATCH", f"/admin/v1/accounts/{acct}", json={"status": "deactivated"})
+            assert await b.status(s, live["key"]) == 401 and await c.status(s, live["key"]) == 401
+            # The self-service door waits for the fleet too.
+            await a.admin(s, "PATCH", f"/admin/v1/accounts/{acct}", json={"status": "active"})
+            manager = await a.admin(
+                s, "POST", "/admin/v1/keys", json={"account_id": acct, "scopes": ["management:all"]}
+            )
+            async with s.post(
+                b.url + "/api/v1/access-keys/", json={}, headers=bearer(manager["key"])
+            ) as resp:
+                child = await resp.json()
+                assert resp.status == 201
+                assert resp.headers["X-Gateway-Propagation"].startswith("confirmed=3/3; ")
+            assert await c.status(s, child["key"]) == 200
+            async with s.get(a.admin_url + "/metrics", headers=ADMIN) as resp:
+                text = await resp.text()
+            assert "gateway_fleet_instances_live 3.0" in text
+            assert "gateway_propagation_seconds_count" in text
+            assert "gateway_store_staleness_seconds" in text
+    finally:
+        codes = [gw.process.stop() for gw in fleet]
+    assert codes == [0, 0, 0]
+
+
+def _rev(header: str) -> str:
+    return header.rpartition("revision=")[2]
+
+
+async def test_an_instance_killed_stops_counting_after_node_timeout(
+    tmp_path: Path, upstream: TestServer, fleet_db: str
+) -> None:
+    """kill -9 leaves its row behind: changes wait for it until propagation_timeout and say
+    so (confirmed=1/2), until node_timeout passes and it is no longer live. Nothing
+    acknowledged is lost."""
+    import signal
+
+    up = str(upstream.make_url("")).rstrip("/")
+    a = Instance(tmp_path, "a", up, fleet_db, node_timeout=3, propagation_timeout=0.5)
+    b = Instance(tmp_path, "b", up, fleet_db, node_timeout=3, propagation_timeout=0.5)
+    a.start()
+    b.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            acct = (await a.admin(s, "POST", "/admin/v1/accounts", json={"name": "K"}))["id"]
+            made = []
+            for _ in range(5):
+                made.append(await a.admin(s, "POST", "/admin/v1/keys", json={"account_id": acct}))
+            b.process.signal(signal.SIGKILL)
+            b.process.wait(5)
+            started = time.monotonic()
+            await a.admin(s, "POST", "/admin/v1/keys", json={"account_id": acct})
+            assert a.propagation is not None and a.propagation.startswith("confirmed=1/2; ")
+            assert 0.4 < time.monotonic() - started < 2.0
+            await asyncio.sleep(3.2)  # node_timeout: b is no longer live
+            await a.admin(s, "POST", "/admin/v1/keys", json={"account_id": acct})
+            assert a.propagation.startswith("confirmed=1/1; ")
+            page = await a.admin(s, "GET", "/admin/v1/keys", params={"account_id": acct})
+            assert {k["id"] for k in made} <= {k["id"] for k in page["data"]}
+    finally:
+        assert a.process.stop() == 0
+
+
+async def test_an_instance_out_of_touch_with_the_store_fails_closed_and_recovers(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    """PostgreSQL stopped under traffic: keyed requests get 503 (problem+json, Retry-After)
+    within max_staleness, public routes keep answering, and all is served again once it is
+    back. No worker dies."""
+    up = str(upstream.make_url("")).rstrip("/")
+    with PgCluster() as cluster:
+        url = await cluster.create_database("stale")
+        gw = Instance(
+            tmp_path, "gw", up, url, tail=PUBLIC_STATUS, poll_seconds=0.2, max_staleness=1.5
+        )
+        gw.start()
+        try:
+            async with aiohttp.ClientSession() as s:
+                account = await gw.admin(s, "POST", "/admin/v1/accounts", json={"name": "S"})
+                key = account["production_key"]["key"]
+                assert await gw.status(s, key) == 200
+                cluster.stop()
+                down = time.monotonic()
+
+                async def refused() -> bool:
+                    async with s.get(gw.url + "/x", headers=bearer(key)) as resp:
+                        if resp.status != 503:
+                            return False
+                        assert resp.headers["Content-Type"] == "application/problem+json"
+                        assert resp.headers["Retry-After"] == "5"
+                        return True
+
+                await until(refused, 6)
+                assert time.monotonic() - down < 1.5 + 2.5  # max_staleness plus a tick or two
+                async with s.get(gw.url + "/status") as resp:
+                    assert resp.status == 200  # public routes need no key
+                cluster.start()
+                await until(lambda: _is(gw.status(s, key), 200), 15)
+                assert gw.process.proc is not None and gw.process.proc.poll() is None
+        finally:
+            assert gw.process.stop() == 0
+        log = gw.log.read_text()
+        assert "refusing keyed requests" in log and "in touch with the store again" in log

@@ -14,6 +14,7 @@ from gateway.admin.problems import Handler, json_response, problems_middleware, 
 from gateway.admin.routes import Route, api_routes
 from gateway.admin.state import SETTINGS, STORE, TOKEN, AdminToken, SettingsRef
 from gateway.config import Settings
+from gateway.fleet import PROPAGATION, Barrier, propagation_middleware
 from gateway.store.base import Store
 
 MetricsSource = Callable[[], bytes]
@@ -52,11 +53,18 @@ def routes() -> tuple[Route, ...]:
 
 
 def create_admin_app(
-    settings: Settings, store: Store, token: AdminToken, metrics_source: Callable[[], bytes]
+    settings: Settings,
+    store: Store,
+    token: AdminToken,
+    metrics_source: Callable[[], bytes],
+    barrier: Barrier | None = None,
 ) -> web.Application:
-    app = web.Application(
-        middlewares=[problems_middleware, token_middleware], client_max_size=1024**2
-    )
+    middlewares = [problems_middleware, token_middleware]
+    if barrier is not None:  # fleet: a change returns once the other instances applied it
+        middlewares.insert(0, propagation_middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=1024**2)
+    if barrier is not None:
+        app[PROPAGATION] = barrier
     table = routes()
     app[SETTINGS] = SettingsRef(settings)
     app[STORE] = store

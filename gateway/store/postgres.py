@@ -11,6 +11,7 @@ instances starting together migrate once.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -33,6 +34,9 @@ MIGRATE_LOCK = 0x6B65796D  # "keym": one instance migrates, the others wait
 COMMAND_TIMEOUT = 5.0
 MIGRATE_WAIT = 300.0
 CONNECT_TIMEOUT = 5.0
+# The change-log position of the last write made in this task (None: it changed nothing): the
+# admin API's propagation barrier waits for it (gateway/fleet.py).
+COMMITTED: contextvars.ContextVar[int | None] = contextvars.ContextVar("committed", default=None)
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
 
@@ -220,17 +224,20 @@ class PostgresStore(SqlStore):
                 raise StoreError(f"store read failed: {_why(exc)}") from exc
 
     @asynccontextmanager
-    async def _write(self, actor: Actor | None) -> AsyncIterator[Tx]:
+    async def _write(self, actor: Actor | None, *, ordered: bool = True) -> AsyncIterator[Tx]:
         async with self._conn() as conn:
             tx = PostgresTx(conn, actor)
+            position = None
             try:
                 async with conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+                    if ordered:
+                        await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
                     yield tx
                     if tx.changed:
-                        await conn.execute(
-                            "SELECT pg_notify($1, (SELECT max(seq) FROM changes)::text)", CHANNEL
-                        )
+                        position = await conn.fetchval("SELECT max(seq) FROM changes")
+                        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(position))
+                if position is not None:
+                    COMMITTED.set(position)
             except ProblemError:
                 raise
             except asyncpg.UniqueViolationError as exc:
@@ -252,3 +259,58 @@ def _why(exc: BaseException) -> str:
     """An error's own words, one line, never the URL it was given (which may hold a password)."""
     text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
     return text[:300]
+
+
+class Presence:
+    """Fleet presence in the `instances` table, on the store's pool."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+
+    async def register(self, ident: str, host: str, pid: int, applied: int, now: int) -> None:
+        await self._run(
+            "INSERT INTO instances (id, host, pid, started_at, heartbeat_at, applied_seq)"
+            " VALUES ($1, $2, $3, $4, $4, $5)",
+            ident,
+            host,
+            pid,
+            now,
+            applied,
+        )
+
+    async def beat(self, ident: str, applied: int, now: int) -> None:
+        await self._run(
+            "UPDATE instances SET heartbeat_at = $2, applied_seq = greatest(applied_seq, $3)"
+            " WHERE id = $1",
+            ident,
+            now,
+            applied,
+        )
+
+    async def leave(self, ident: str, forget_before: int) -> None:
+        """Deregister, and forget instances silent since `forget_before` (killed, not
+        stopped)."""
+        await self._run(
+            "DELETE FROM instances WHERE id = $1 OR heartbeat_at < $2", ident, forget_before
+        )
+
+    async def confirmations(self, position: int, live_since: int) -> tuple[int, int]:
+        """(instances that applied `position`, live instances)."""
+        async with self.store._conn() as conn:
+            try:
+                row = await conn.fetchrow(
+                    "SELECT count(*) FILTER (WHERE applied_seq >= $1), count(*) FROM instances"
+                    " WHERE heartbeat_at >= $2",
+                    position,
+                    live_since,
+                )
+            except _DB_ERRORS as exc:
+                raise StoreError(f"store read failed: {_why(exc)}") from exc
+        return int(row[0]), int(row[1])
+
+    async def _run(self, sql: str, *args: Any) -> None:
+        async with self.store._conn() as conn:
+            try:
+                await conn.execute(sql, *args)
+            except _DB_ERRORS as exc:
+                raise StoreError(f"store write failed: {_why(exc)}") from exc

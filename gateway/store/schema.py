@@ -165,4 +165,16 @@ PG_MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO meta (name, value) VALUES ('changes_pruned_through', 0);
     """,
+    # 2: fleet presence. Every data plane (each worker of each instance) registers here and
+    # says, with a heartbeat, which change-log position its index has applied.
+    """
+    CREATE TABLE instances (
+        id            TEXT COLLATE "C" PRIMARY KEY,
+        host          TEXT NOT NULL,
+        pid           INTEGER NOT NULL,
+        started_at    BIGINT NOT NULL,
+        heartbeat_at  BIGINT NOT NULL,
+        applied_seq   BIGINT NOT NULL
+    );
+    """,
 )

@@ -201,9 +201,12 @@ class SqlStore(abc.ABC):
     async def close(self) -> None: ...
 
     @abc.abstractmethod
-    def _write(self, actor: Actor | None) -> AbstractAsyncContextManager[Tx]:
-        """A write transaction, committed when the block ends (rolled back on an exception);
-        changes are serialised, so change-log positions commit in order."""
+    def _write(
+        self, actor: Actor | None, *, ordered: bool = True
+    ) -> AbstractAsyncContextManager[Tx]:
+        """A write transaction, committed when the block ends (rolled back on an exception).
+        Ordered ones are serialised, so change-log positions commit in order; a write that
+        logs no change (usage) may pass `ordered=False`."""
 
     @abc.abstractmethod
     def _index_read(self) -> AbstractAsyncContextManager[IndexRead]: ...
@@ -307,12 +310,13 @@ class SqlStore(abc.ABC):
         """Write-behind of last-use information: (key_id, at, ip, user_agent), newest wins."""
         if not rows:
             return
-        async with self._write(None) as tx:
+        async with self._write(None, ordered=False) as tx:
             await tx.executemany(
                 "UPDATE api_keys SET last_used_at = ?, last_used_ip = ?,"
                 " last_used_user_agent = ? WHERE id = ?"
                 " AND (last_used_at IS NULL OR last_used_at < ?)",
-                [(at, ip, agent, key_id, at) for key_id, at, ip, agent in rows],
+                # In key order: two instances flushing the same keys never deadlock.
+                [(at, ip, agent, key_id, at) for key_id, at, ip, agent in sorted(rows)],
             )
 
     # -- accounts ----------------------------------------------------------------------------

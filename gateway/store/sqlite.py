@@ -178,7 +178,7 @@ class SQLiteStore(SqlStore):
             raise StoreError(f"store read failed: {exc}") from exc
 
     @asynccontextmanager
-    async def _write(self, actor: Actor | None) -> AsyncIterator[Tx]:
+    async def _write(self, actor: Actor | None, *, ordered: bool = True) -> AsyncIterator[Tx]:
         if self._writer is None or self.revision is None:
             raise StoreError("store is not open")
         conn = self._writer
