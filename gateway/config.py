@@ -95,6 +95,7 @@ class StoreSettings:
     node_timeout: float = 10.0  # fleet: an instance without a heartbeat this long is not live
     propagation_timeout: float = 2.0  # fleet: the longest an admin change waits for the others
     max_staleness: float = 15.0  # fleet: out of touch this long -> 503 for keyed requests
+    pool_size: int = 8  # PostgreSQL: connections per process (plus one listening)
 
     @property
     def is_postgres(self) -> bool:
@@ -357,22 +358,7 @@ def _store(sec: _Section) -> StoreSettings:
     def url(v: Any) -> str:
         if not isinstance(v, str):
             raise _Invalid()
-        if v.startswith(("postgresql://", "postgres://")):
-            parts = urlsplit(v)
-            try:
-                parts.port  # noqa: B018 - raises on a bad port
-            except ValueError:
-                raise ValueError(f"{redact_url(v)} has an invalid port") from None
-            if not parts.hostname and "host=" not in parts.query:
-                raise ValueError(f"{redact_url(v)} names no host")
-            return v
-        if not v.startswith("sqlite:///"):
-            raise ValueError(
-                f"unsupported store URL {redact_url(v)!r}: expected sqlite:///path/to/file.db"
-                " or postgresql://user@host:5432/database"
-            )
-        sqlite_path(v)
-        return v
+        return parse_store_url(v)
 
     def env_name(v: Any) -> str:
         if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
@@ -387,11 +373,32 @@ def _store(sec: _Section) -> StoreSettings:
         node_timeout=sec.number("node_timeout", 10.0, positive=True),
         propagation_timeout=sec.number("propagation_timeout", 2.0, positive=True),
         max_staleness=sec.number("max_staleness", 15.0, positive=True),
+        pool_size=sec.integer("pool_size", 8, minimum=1, maximum=1000),
     )
     sec.finish()
     if settings.password_env is not None and not settings.is_postgres:
         raise sec.fail("password_env", "applies to postgresql:// store URLs only")
     return settings
+
+
+def parse_store_url(v: str) -> str:
+    """A store URL the gateway can open, else ValueError (never echoing a password)."""
+    if v.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(v)
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError(f"{redact_url(v)} has an invalid port") from None
+        if not parts.hostname and "host=" not in parts.query:
+            raise ValueError(f"{redact_url(v)} names no host")
+        return v
+    if not v.startswith("sqlite:///"):
+        raise ValueError(
+            f"unsupported store URL {redact_url(v)!r}: expected sqlite:///path/to/file.db"
+            " or postgresql://user@host:5432/database"
+        )
+    sqlite_path(v)
+    return v
 
 
 def redact_url(url: str) -> str:

@@ -346,3 +346,94 @@ async def test_an_instance_out_of_touch_with_the_store_fails_closed_and_recovers
             assert gw.process.stop() == 0
         log = gw.log.read_text()
         assert "refusing keyed requests" in log and "in touch with the store again" in log
+
+
+async def test_store_copy_moves_a_populated_sqlite_store_into_postgresql(
+    tmp_path: Path, upstream: TestServer, gw: Any, fleet_db: str
+) -> None:
+    """`gateway store copy` while the SQLite gateway keeps running: every account, key
+    (revoked state and last use included), origin and audit row arrives; a gateway on the
+    copy accepts and refuses exactly the same keys; a non-empty target is refused."""
+    import os
+    import subprocess
+    import sys
+
+    from gateway.store.postgres import PostgresStore
+
+    account = await gw.account()
+    live = account["production_key"]
+    revoked = await gw.key(account["id"], name="old")
+    await gw.admin("POST", f"/admin/v1/keys/{revoked['id']}/revoke")
+    test_key = await gw.key(account["id"], is_test=True, name="t")
+    await gw.admin(
+        "POST", f"/admin/v1/accounts/{account['id']}/callback-origins", json={"origin": "a.test"}
+    )
+    async with gw.session.get(gw.url + "/x", headers=bearer(live["key"])) as resp:
+        assert resp.status == 200
+    await asyncio.sleep(0.5)  # usage is written behind (usage_flush_seconds = 0.2)
+    config = write_config(
+        tmp_path / "g.toml", "http://127.0.0.1:9", tmp_path / "gateway.db", free_port(), 0
+    )
+
+    def copy() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "store",
+                "copy",
+                "--config",
+                str(config),
+                "--to",
+                fleet_db,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ),
+        )
+
+    done = await asyncio.to_thread(copy)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("copied 1 accounts, 3 keys, 1 callback origins and ")
+    assert done.stdout.rstrip().endswith("counts verified")
+    target = PostgresStore(fleet_db)
+    await target.open()
+    try:
+        for key in (live, revoked, test_key):
+            status, original = await gw.admin("GET", f"/admin/v1/keys/{key['id']}")
+            copied = await target.get_key(key["id"])
+            assert copied is not None
+            assert copied.revoked_at == (None if key is not revoked else copied.revoked_at)
+            assert (copied.revoked_at is not None) == (original["status"] == "revoked")
+            assert copied.is_test == original["is_test"]
+        assert (await target.get_key(live["id"])).last_used_at is not None  # type: ignore[union-attr]
+        origins, _ = await target.list_origins(account["id"], limit=10, cursor=None)
+        assert [o for o, _ in origins] == ["a.test"]
+        _, page = await gw.admin("GET", "/admin/v1/audit", params={"limit": 500})
+        entries, _ = await target.list_audit(limit=500, cursor=None)
+        assert [e.id for e in entries] == [e["id"] for e in page["data"]]
+    finally:
+        await target.close()
+    # A gateway on the copy: the same keys in, the same keys out.
+    up = str(upstream.make_url("")).rstrip("/")
+    pg = Instance(tmp_path, "pg", up, fleet_db)
+    pg.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            assert await pg.status(s, live["key"]) == 200
+            assert await pg.status(s, test_key["key"]) == 200
+            assert await pg.status(s, revoked["key"]) == 401
+            # New audit rows continue after the copied ones.
+            await pg.admin(s, "POST", "/admin/v1/keys", json={"account_id": account["id"]})
+    finally:
+        assert pg.process.stop() == 0
+    again = await asyncio.to_thread(copy)
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    (line,) = again.stderr.strip().splitlines()
+    assert line.startswith(
+        "gateway: cannot copy: the target store is not empty (1 accounts, 4 api_keys, "
+        "1 callback_origins, "
+    )
+    assert line.endswith(" audit_log): copy into an empty one")

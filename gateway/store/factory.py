@@ -20,7 +20,7 @@ def make_store(settings: StoreSettings, environ: Mapping[str, str]) -> SqlStore:
         password = environ.get(settings.password_env)
         if not password:
             raise StoreError(f"store.password_env names {settings.password_env}, which is not set")
-    return PostgresStore(settings.url, password)
+    return PostgresStore(settings.url, password, max_size=settings.pool_size)
 
 
 def change_signal(store: SqlStore) -> ChangeSignal:

@@ -245,6 +245,13 @@ class PostgresStore(SqlStore):
             except _DB_ERRORS as exc:
                 raise StoreError(f"store write failed: {_why(exc)}") from exc
 
+    async def _imported(self, tx: Tx) -> None:
+        # Copied rows brought their own seq: the sequence must continue after them.
+        await tx.execute(
+            "SELECT setval(pg_get_serial_sequence('audit_log', 'seq'),"
+            " coalesce(max(seq), 0) + 1, false) FROM audit_log"
+        )
+
     @asynccontextmanager
     async def _index_read(self) -> AsyncIterator[IndexRead]:
         async with self._conn() as conn:

@@ -211,6 +211,11 @@ class SqlStore(abc.ABC):
     @abc.abstractmethod
     def _index_read(self) -> AbstractAsyncContextManager[IndexRead]: ...
 
+    async def _imported(self, tx: Tx) -> None:
+        """After rows with their own sequence numbers were copied in (`gateway store copy`).
+        SQLite's AUTOINCREMENT follows explicit values by itself."""
+        del tx
+
     @abc.abstractmethod
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
 
