@@ -85,3 +85,42 @@ def test_entry_command_serves_and_health_command_tracks_it(tmp_path: Path) -> No
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     assert subprocess.run(health, capture_output=True, timeout=10).returncode != 0
+
+
+def test_the_fleet_compose_example_is_consistent() -> None:
+    """docker-compose.yml: PostgreSQL and two gateways on deploy/fleet.toml. Without a Docker
+    engine the file is read as YAML and the gateways' configuration through the gateway's own
+    loader; with one, `docker compose config` checks it too."""
+    import yaml
+
+    from gateway.config import load_settings
+
+    root = DOCKERFILE.parent
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"postgres", "gateway-a", "gateway-b"} <= set(services)
+    settings = load_settings(root / "deploy" / "fleet.toml")
+    assert settings.store.is_postgres and settings.store.password_env == "GATEWAY_STORE_PASSWORD"
+    host = settings.store.url.split("@")[1].split(":")[0]
+    assert host in services
+    for name in ("gateway-a", "gateway-b"):
+        gateway = services[name]
+        assert "./deploy/fleet.toml:/etc/gateway/gateway.toml:ro" in gateway["volumes"]
+        env = gateway["environment"]
+        assert settings.admin.token_env in env and settings.store.password_env in env
+        assert gateway["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert all(p.startswith("127.0.0.1:") for p in gateway["ports"])
+    docker = shutil.which("docker")
+    has_compose = (
+        docker is not None
+        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
+    )
+    if docker is not None and has_compose:  # the compose plugin, not just the CLI
+        done = subprocess.run(
+            [docker, "compose", "-f", str(root / "docker-compose.yml"), "config", "--quiet"],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, GATEWAY_ADMIN_TOKEN="x" * 24, STORE_PASSWORD="y" * 16),
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
