@@ -144,6 +144,7 @@ class Bench:
             str, tuple[str, str | None, int]
         ] = {}  # target -> (url, auth, expected status)
         self.notes: list[str] = []
+        self.admin_ports: dict[str, int] = {}
         cpus = os.cpu_count() or 1
         self.pin = args.pin and cpus >= 2 and shutil.which("taskset") is not None
         # the system under test gets CPU 0; wrk and the upstream share the rest
@@ -237,10 +238,17 @@ http {{
         wait_port(port, proc=proc)
         return f"http://127.0.0.1:{port}"
 
-    def start_gateway(self, upstream: str) -> tuple[str, str, str, str]:
+    def start_gateway(
+        self,
+        upstream: str,
+        store_url: str | None = None,
+        name: str = "gateway",
+        account_id: str = "acct_bench",
+    ) -> tuple[str, str, str, str]:
+        """`gateway serve` on a SQLite file seeded with --keys keys, or on `store_url`."""
         port, admin_port = free_port(), free_port()
-        db = self.tmp / "gateway.db"
-        config = self.tmp / "gateway.toml"
+        db = self.tmp / f"{name}.db"
+        config = self.tmp / f"{name}.toml"
         level = "info" if self.args.access_log else "warning"
         config.write_text(
             f"""[server]
@@ -256,11 +264,11 @@ host = "127.0.0.1"
 port = {admin_port}
 token_env = "BENCH_ADMIN_TOKEN"
 [store]
-url = "sqlite:///{db}"
+url = "{store_url or f"sqlite:///{db}"}"
 """
         )
         env = dict(os.environ, BENCH_ADMIN_TOKEN=ADMIN_TOKEN)
-        if self.args.keys:
+        if self.args.keys and store_url is None:
             started = time.monotonic()
             seed_keys(db, self.args.keys)
             self.notes.append(
@@ -272,19 +280,21 @@ url = "sqlite:///{db}"
             [sys.executable, *profile, "-m", "gateway", "serve", "--config", str(config)],
             self.target_cpus,
             env,
-            "gateway",
+            name,
         )
         wait_port(port, timeout=120, proc=proc)
         wait_port(admin_port, timeout=120, proc=proc)
         ready = time.monotonic() - started
+        self.admin_ports[name] = admin_port
         account = self.admin(
-            admin_port, "POST", "/admin/v1/accounts", {"name": "bench", "id": "acct_bench"}
+            admin_port, "POST", "/admin/v1/accounts", {"name": "bench", "id": account_id}
         )
         key = account["production_key"]["key"]
         rss = [rss_mb(proc.pid), *children_rss_mb(proc.pid)]
         self.gateway_pid = proc.pid
+        stored = f"{self.args.keys:,} stored" if store_url is None else "the store's"
         self.notes.append(
-            f"gateway ready in {ready:.2f}s with {self.args.keys:,} stored keys; "
+            f"{name} ready in {ready:.2f}s with {stored} keys; "
             f"RSS {', '.join(f'{r:.0f}' for r in rss)} MB (supervisor/workers)"
         )
         unknown = unknown_key(key)
