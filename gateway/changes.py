@@ -72,6 +72,9 @@ class NotifySignal:
     def read(self) -> int:
         return self.latest
 
+    def listening(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
     def saw(self, position: int) -> None:
         self.last_contact = time.monotonic()
         if position > self.latest:

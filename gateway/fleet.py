@@ -26,7 +26,6 @@ from aiohttp import web
 from gateway.config import StoreSettings
 from gateway.metrics import Histogram
 from gateway.store.postgres import COMMITTED, Presence
-from gateway.timeutil import now_us
 
 log = logging.getLogger("gateway.fleet")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -37,10 +36,15 @@ PROPAGATION: web.AppKey[Barrier] = web.AppKey("propagation", object)  # type: ig
 class Member:
     """This data plane's place in the fleet."""
 
-    def __init__(self, presence: Presence, settings: StoreSettings) -> None:
+    def __init__(
+        self, presence: Presence, settings: StoreSettings, fresh: Callable[[], bool]
+    ) -> None:
         self.presence = presence
         self.settings = settings
+        self.fresh = fresh  # listening, and nothing announced that the index has not applied
         self.id = uuid.uuid4().hex
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
         self.applied = 0
         self.reported = -1
         self.last_contact = time.monotonic()
@@ -49,7 +53,7 @@ class Member:
 
     async def start(self, applied: int) -> None:
         self.applied = applied
-        await self.presence.register(self.id, socket.gethostname(), os.getpid(), applied, now_us())
+        await self.presence.beat(self.id, self.host, self.pid, applied)
         self.reported = applied
         self.last_contact = time.monotonic()
         self._task = asyncio.get_running_loop().create_task(self._beat_forever())
@@ -77,12 +81,16 @@ class Member:
             self._wake.clear()
             applied = self.applied
             try:
-                await self.presence.beat(self.id, applied, now_us())
+                await self.presence.beat(self.id, self.host, self.pid, applied)
             except Exception as exc:
                 log.warning("fleet heartbeat failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
             self.reported = max(self.reported, applied)
+            if self.fresh():
+                # The store answered, the listening connection is up and every change it
+                # announced is applied: as good as a poll.
+                self.last_contact = time.monotonic()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -90,9 +98,8 @@ class Member:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        forget = now_us() - int(self.settings.node_timeout * 100 * 1_000_000)
         try:
-            await self.presence.leave(self.id, forget)
+            await self.presence.leave(self.id)
         except Exception as exc:
             log.warning(
                 "could not leave the fleet cleanly (others stop counting this instance "
@@ -108,27 +115,31 @@ class Barrier:
         self.presence = presence
         self.settings = settings
         self.latency = Histogram()
+        self.live: int | None = None  # live instances, as last counted
 
-    async def wait(self, position: int) -> tuple[int, int]:
+    async def wait(self, position: int) -> tuple[int, int | None]:
+        """(confirmed, live); live is None when the store could not be asked at all."""
         started = time.monotonic()
         deadline = started + self.settings.propagation_timeout
-        confirmed, live = 0, 0
+        confirmed, live = 0, None
         while True:
-            live_since = now_us() - int(self.settings.node_timeout * 1_000_000)
             try:
-                confirmed, live = await self.presence.confirmations(position, live_since)
+                confirmed, live = await self.presence.confirmations(
+                    position, self.settings.node_timeout
+                )
             except Exception as exc:
                 log.warning("cannot confirm propagation of change %d: %s", position, exc)
             else:
+                self.live = live
                 if confirmed >= live:
                     self.latency.observe(time.monotonic() - started)
                     return confirmed, live
             if time.monotonic() >= deadline:
                 log.warning(
-                    "change %d confirmed by %d of %d live instances within %.1fs",
+                    "change %d confirmed by %d of %s live instances within %.1fs",
                     position,
                     confirmed,
-                    live,
+                    "unknown" if live is None else live,
                     self.settings.propagation_timeout,
                 )
                 self.latency.observe(time.monotonic() - started)
@@ -145,6 +156,6 @@ async def propagation_middleware(request: web.Request, handler: Handler) -> web.
     if position is not None:
         confirmed, live = await request.app[PROPAGATION].wait(position)
         response.headers["X-Gateway-Propagation"] = (
-            f"confirmed={confirmed}/{live}; revision={position}"
+            f"confirmed={confirmed}/{'unknown' if live is None else live}; revision={position}"
         )
     return response

@@ -87,6 +87,7 @@ class DataPlaneRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._signal: ChangeSignal | None = None
         self.member: Member | None = None
+        self._sync: IndexSync | None = None
 
     @property
     def plane(self) -> DataPlane:
@@ -101,12 +102,21 @@ class DataPlaneRuntime:
         sync = IndexSync(self.store, self.index, signal)
         await sync.load()
         if isinstance(self.store, PostgresStore):
-            self.member = member = Member(Presence(self.store), settings.store)
+            listening = signal.listening if isinstance(signal, NotifySignal) else lambda: True
+            index = self.index
+
+            def fresh() -> bool:
+                return listening() and signal.read() <= index.seq
+
+            self.member = member = Member(Presence(self.store), settings.store, fresh)
             await member.start(self.index.seq)
             sync.on_applied = member.applied_through
             sync.on_contact = member.in_touch
             if isinstance(signal, NotifySignal):
                 signal.on_change = sync.catch_up
+                if signal.read() > self.index.seq:
+                    sync.catch_up()  # announced while loading or registering
+        self._sync = sync
         self._usage = UsageRecorder(self.store, settings.store.usage_flush_seconds)
         plane = DataPlane(
             settings, self.index, sync, self._usage, AccessLog(settings.log), loop, self.store
@@ -166,6 +176,8 @@ class DataPlaneRuntime:
     async def stop(self) -> None:
         await cancel_all(self._tasks)
         self._tasks = []
+        if self._sync is not None:
+            await self._sync.stop()
         if self._signal is not None:
             await self._signal.stop()
             self._signal = None
@@ -200,7 +212,6 @@ class AdminRuntime:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.barrier: Barrier | None = None  # fleet (PostgreSQL) only
-        self.instances_live: int | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -229,13 +240,18 @@ class AdminRuntime:
         if self._runner is not None:
             self._runner.app[SETTINGS].current = settings
 
+    @property
+    def instances_live(self) -> int | None:
+        return self.barrier.live if self.barrier is not None else None
+
     async def _count_instances(self) -> None:
         assert self.barrier is not None
         store = self.settings.store
+        presence = self.barrier.presence
         while True:
-            live_since = now_us() - int(store.node_timeout * 1_000_000)
             try:
-                _, self.instances_live = await self.barrier.presence.confirmations(0, live_since)
+                _, self.barrier.live = await presence.confirmations(0, store.node_timeout)
+                await presence.forget_silent(max(3600.0, 100 * store.node_timeout))
             except Exception as exc:
                 log.warning("cannot count live instances: %s", exc)
             await asyncio.sleep(2.0)

@@ -10,6 +10,7 @@ commit and bump, a notification lost with its connection).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -50,6 +51,14 @@ class IndexSync:
         # After a failed refresh, requests go on from memory for RETRY_DELAY, then the next
         # one tries again: the store being unreadable must not take the data plane down.
         return not self.failures or time.monotonic() >= self._retry_at
+
+    async def stop(self) -> None:
+        """Cancel a refresh in flight (shutting down: the store is about to close)."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def catch_up(self) -> None:
         """Apply what the store has now, without waiting for a request to ask (fleet)."""

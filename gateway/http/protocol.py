@@ -103,11 +103,14 @@ class PlaneContext:
                 conn.check(now)
             for up in list(self.busy_upstreams):
                 up.check_idle(now)
-            for hook in self.tick_hooks:
-                hook(now)
         except Exception:  # the ticker must survive anything one connection does
             log.exception("data-plane ticker failed")
         finally:
+            for hook in self.tick_hooks:  # each runs whatever another one did
+                try:
+                    hook(self.clock)
+                except Exception:
+                    log.exception("data-plane tick hook failed")
             self._schedule()
 
     def tick(self) -> None:

@@ -72,9 +72,9 @@ class PostgresTx(Tx):
         return int(tail) if tail.isdigit() else 0
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        rows = [r for r in rows if not _has_nul(r)]  # usage rows: such a key cannot exist
-        if rows:
-            await self.conn.executemany(pg_sql(sql), rows)
+        if any(_has_nul(r) for r in rows):
+            raise _refuse_nul()
+        await self.conn.executemany(pg_sql(sql), rows)
 
     async def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         if _has_nul(params):
@@ -268,48 +268,51 @@ def _why(exc: BaseException) -> str:
     return text[:300]
 
 
+# Heartbeats are stamped and judged by the database's clock, so clock skew between hosts
+# cannot make a serving instance look dead (or a dead one live).
+_DB_NOW_US = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+
+
 class Presence:
     """Fleet presence in the `instances` table, on the store's pool."""
 
     def __init__(self, store: PostgresStore) -> None:
         self.store = store
 
-    async def register(self, ident: str, host: str, pid: int, applied: int, now: int) -> None:
+    async def beat(self, ident: str, host: str, pid: int, applied: int) -> None:
+        """Register, or say again that this instance is alive and has applied `applied`: an
+        upsert, so a row pruned while the instance was paused comes back."""
         await self._run(
             "INSERT INTO instances (id, host, pid, started_at, heartbeat_at, applied_seq)"
-            " VALUES ($1, $2, $3, $4, $4, $5)",
+            f" VALUES ($1, $2, $3, {_DB_NOW_US}, {_DB_NOW_US}, $4)"
+            " ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at,"
+            " applied_seq = greatest(instances.applied_seq, EXCLUDED.applied_seq)",
             ident,
             host,
             pid,
-            now,
             applied,
         )
 
-    async def beat(self, ident: str, applied: int, now: int) -> None:
+    async def leave(self, ident: str) -> None:
+        await self._run("DELETE FROM instances WHERE id = $1", ident)
+
+    async def forget_silent(self, seconds: float) -> None:
+        """Drop rows of instances silent this long (killed, never stopped)."""
         await self._run(
-            "UPDATE instances SET heartbeat_at = $2, applied_seq = greatest(applied_seq, $3)"
-            " WHERE id = $1",
-            ident,
-            now,
-            applied,
+            f"DELETE FROM instances WHERE heartbeat_at < {_DB_NOW_US} - $1",
+            int(seconds * 1_000_000),
         )
 
-    async def leave(self, ident: str, forget_before: int) -> None:
-        """Deregister, and forget instances silent since `forget_before` (killed, not
-        stopped)."""
-        await self._run(
-            "DELETE FROM instances WHERE id = $1 OR heartbeat_at < $2", ident, forget_before
-        )
-
-    async def confirmations(self, position: int, live_since: int) -> tuple[int, int]:
-        """(instances that applied `position`, live instances)."""
+    async def confirmations(self, position: int, live_within: float) -> tuple[int, int]:
+        """(instances that applied `position`, live instances: a heartbeat within
+        `live_within` seconds)."""
         async with self.store._conn() as conn:
             try:
                 row = await conn.fetchrow(
                     "SELECT count(*) FILTER (WHERE applied_seq >= $1), count(*) FROM instances"
-                    " WHERE heartbeat_at >= $2",
+                    f" WHERE heartbeat_at >= {_DB_NOW_US} - $2",
                     position,
-                    live_since,
+                    int(live_within * 1_000_000),
                 )
             except _DB_ERRORS as exc:
                 raise StoreError(f"store read failed: {_why(exc)}") from exc

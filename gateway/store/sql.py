@@ -320,8 +320,14 @@ class SqlStore(abc.ABC):
                 "UPDATE api_keys SET last_used_at = ?, last_used_ip = ?,"
                 " last_used_user_agent = ? WHERE id = ?"
                 " AND (last_used_at IS NULL OR last_used_at < ?)",
-                # In key order: two instances flushing the same keys never deadlock.
-                [(at, ip, agent, key_id, at) for key_id, at, ip, agent in sorted(rows)],
+                # In key order: two instances flushing the same keys never deadlock. A NUL
+                # cannot be in a stored id (PostgreSQL text cannot hold one): such rows match
+                # no key anywhere and are left out.
+                [
+                    (at, ip, agent, key_id, at)
+                    for key_id, at, ip, agent in sorted(rows)
+                    if "\x00" not in key_id + (ip or "") + (agent or "")
+                ],
             )
 
     # -- accounts ----------------------------------------------------------------------------
