@@ -9,9 +9,12 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from support import ADMIN_TOKEN, Running, bearer
+
+pytestmark = pytest.mark.both_stores
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 

@@ -30,6 +30,7 @@ class Instance:
         upstream_url: str,
         store_url: str,
         tail: str = "",
+        workers: int = 1,
         **kw: Any,
     ) -> None:
         self.port, self.admin_port = free_port(), free_port()
@@ -42,7 +43,9 @@ class Instance:
             self.admin_port,
             extra,
         )
-        text = config.read_text()
+        text = config.read_text().replace(
+            f"port = {self.port}\n", f"port = {self.port}\nworkers = {workers}\n", 1
+        )
         config.write_text(
             text.replace(f'url = "sqlite:///{tmp_path / "unused.db"}"', f'url = "{store_url}"')
         )
@@ -495,3 +498,29 @@ async def test_a_healthy_idle_instance_stays_open_between_slow_polls(
                 await asyncio.sleep(0.5)
     finally:
         assert gw.process.stop() == 0
+
+
+async def test_every_worker_of_an_instance_is_a_member_of_the_fleet(
+    tmp_path: Path, upstream: TestServer, fleet_db: str
+) -> None:
+    """With workers = 2 each worker keeps its own index, so each registers and confirms: a
+    revocation through another instance answers confirmed=3/3 and no worker serves the key."""
+    up = str(upstream.make_url("")).rstrip("/")
+    a = Instance(tmp_path, "a", up, fleet_db, workers=2, poll_seconds=30)
+    b = Instance(tmp_path, "b", up, fleet_db, poll_seconds=30)
+    await asyncio.gather(asyncio.to_thread(a.start), asyncio.to_thread(b.start))
+    try:
+        async with aiohttp.ClientSession() as s:
+            acct = (await b.admin(s, "POST", "/admin/v1/accounts", json={"name": "W"}))["id"]
+            for _ in range(10):
+                key = await b.admin(s, "POST", "/admin/v1/keys", json={"account_id": acct})
+                assert b.propagation is not None and b.propagation.startswith("confirmed=3/3;")
+                await b.admin(s, "POST", f"/admin/v1/keys/{key['id']}/revoke")
+                assert b.propagation.startswith("confirmed=3/3;")
+                # New connections land on either worker (SO_REUSEPORT): ask both, many times.
+                for _ in range(6):
+                    async with aiohttp.ClientSession() as fresh:
+                        assert await a.status(fresh, key["key"]) == 401
+    finally:
+        codes = [a.process.stop(), b.process.stop()]
+    assert codes == [0, 0]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from support import Running
+
+pytestmark = pytest.mark.both_stores
 
 
 async def fetch_spec(gw: Running) -> dict[str, Any]:
