@@ -68,6 +68,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     expiry.add_argument("--expires-at", metavar="RFC3339")
     expiry.add_argument("--never-expires", action="store_true")
     p.add_argument("--created-by")
+    _webhook_options(p)
+    p = keys.add_parser("update", help="rename, re-describe, or change webhook settings")
+    p.add_argument("key_id")
+    p.add_argument("--name")
+    p.add_argument("--description")
+    _webhook_options(p)
+    hook = p.add_mutually_exclusive_group()
+    hook.add_argument("--no-webhook", action="store_true", help="remove the webhook endpoint")
+    on = p.add_mutually_exclusive_group()
+    on.add_argument("--enable-webhook", action="store_const", const=True, dest="webhook_enabled")
+    on.add_argument("--disable-webhook", action="store_const", const=False, dest="webhook_enabled")
+    keys.add_parser(
+        "rotate-signing-secret",
+        help="new signing secret, printed once (the old one signs on for the overlap)",
+    ).add_argument("key_id")
     p = keys.add_parser("list", help="list keys")
     p.add_argument("--account", dest="account_id")
     env = p.add_mutually_exclusive_group()
@@ -93,6 +108,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--action", dest="audit_action")
     p.add_argument("--since", metavar="RFC3339")
     _paging(p)
+
+
+def _webhook_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--webhook-url", metavar="URL", help="where this key's events are sent")
+    p.add_argument(
+        "--webhook-event",
+        action="append",
+        dest="webhook_events",
+        metavar="TYPE",
+        help="an event type to send (repeat; default: all, '*')",
+    )
 
 
 def _paging(p: argparse.ArgumentParser) -> None:
@@ -280,7 +306,11 @@ def _details(obj: dict[str, Any]) -> str:
     if not obj:
         return "(empty)"
     width = max(len(_safe(k)) for k in obj)
-    return "\n".join(f"{_safe(k).ljust(width)}  {_cell(v)}" for k, v in obj.items() if k != "key")
+    return "\n".join(
+        f"{_safe(k).ljust(width)}  {_cell(v)}"
+        for k, v in obj.items()
+        if k not in ("key", "signing_secret")  # plaintexts are shown apart, with a warning
+    )
 
 
 KEY_COLUMNS = (
@@ -309,6 +339,11 @@ def _show_key(key: dict[str, Any]) -> str:
         text += (
             f"\n\nkey: {_safe(key['key'])}\n"
             "(shown once: store it now; the gateway keeps only its hash)"
+        )
+    if key.get("signing_secret"):
+        text += (
+            f"\n\nsigning secret: {_safe(key['signing_secret'])}\n"
+            "(shown once: give it to whoever verifies this key's webhooks)"
         )
     return text
 
@@ -377,12 +412,23 @@ def _dispatch(c: Client, a: argparse.Namespace) -> tuple[Any, str]:
                 "created_by",
                 "expires_in",
                 "expires_at",
+                "webhook_url",
+                "webhook_events",
             ):
                 if getattr(a, field) is not None:
                     body[field] = getattr(a, field)
             if a.never_expires:
                 body["expires_at"] = None
             key = c.call("POST", "/admin/v1/keys", body)
+            return key, _show_key(key)
+        if act == "update":
+            fields = ("name", "description", "webhook_url", "webhook_events", "webhook_enabled")
+            body = {f: getattr(a, f) for f in fields if getattr(a, f) is not None}
+            if a.no_webhook:
+                body["webhook_url"] = None
+            if not body:
+                raise CliError("nothing to change: give --name, --description or a --webhook-...")
+            key = c.call("PATCH", f"/admin/v1/keys/{q(a.key_id, safe='')}", body)
             return key, _show_key(key)
         if act == "list":
             query = {
@@ -400,6 +446,8 @@ def _dispatch(c: Client, a: argparse.Namespace) -> tuple[Any, str]:
         elif act == "delete":
             c.call("DELETE", path)
             return None, f"deleted {_safe(a.key_id)}"
+        elif act == "rotate-signing-secret":
+            key = c.call("POST", f"{path}/signing-secret/rotate")
         else:
             key = c.call("POST", f"{path}/{act}")
         return key, _show_key(key)

@@ -107,6 +107,14 @@ class StoreSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookSettings:
+    secret_key_env: str | None = None  # base64 of 32 bytes: encrypts signing secrets at rest
+    rotation_overlap_seconds: float = 86400.0  # both secrets sign for this long after a rotation
+    allow_http_hosts: tuple[str, ...] = ()  # hosts a webhook_url may reach over plain http
+    allow_networks: tuple[IPNetwork, ...] = ()  # private/loopback ranges a webhook may reach
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KeySettings:
     prefix: str = "sk"
     scopes: tuple[str, ...] = ("runtime:all", "management:all")
@@ -122,6 +130,7 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     keys: KeySettings = field(default_factory=KeySettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     routes: tuple[Route, ...] = ()
     source: str = "<settings>"
 
@@ -271,17 +280,41 @@ def _host(value: Any) -> str:
     return value
 
 
-def _server(sec: _Section) -> ServerSettings:
-    def networks(v: Any) -> tuple[IPNetwork, ...]:
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+def _networks(v: Any) -> tuple[IPNetwork, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise _Invalid()
+    out = []
+    for item in v:
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+    return tuple(out)
+
+
+def _webhooks(sec: _Section) -> WebhookSettings:
+    def env_name(v: Any) -> str:
+        if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise _Invalid(" (an environment variable name)")
+        return v
+
+    def hosts(v: Any) -> tuple[str, ...]:
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
             raise _Invalid()
-        out = []
-        for item in v:
-            try:
-                out.append(ipaddress.ip_network(item, strict=False))
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
-        return tuple(out)
+        return tuple(h.lower().strip("[]") for h in v)
+
+    settings = WebhookSettings(
+        secret_key_env=sec.get("secret_key_env", "a string", None, env_name),
+        rotation_overlap_seconds=sec.number("rotation_overlap_seconds", 86400.0),
+        allow_http_hosts=sec.get("allow_http_hosts", "a list of host names", (), hosts),
+        allow_networks=sec.get("allow_networks", "a list of CIDR strings", (), _networks),
+    )
+    sec.finish()
+    return settings
+
+
+def _server(sec: _Section) -> ServerSettings:
+    networks = _networks
 
     settings = ServerSettings(
         host=sec.get("host", "a host name or address", "0.0.0.0", _host),
@@ -515,7 +548,7 @@ def _routes(source: str, data: Any, keys: KeySettings) -> tuple[Route, ...]:
 
 def parse_settings(data: Mapping[str, Any], source: str) -> Settings:
     """Validate a decoded TOML document into Settings or raise ConfigError."""
-    sections = {"server", "log", "upstream", "admin", "store", "keys", "routes"}
+    sections = {"server", "log", "upstream", "admin", "store", "keys", "webhooks", "routes"}
     for key in data:
         if key not in sections:
             raise ConfigError(source, key, "unknown key")
@@ -527,6 +560,7 @@ def parse_settings(data: Mapping[str, Any], source: str) -> Settings:
         admin=_admin(_Section(source, "admin", data.get("admin"))),
         store=_store(_Section(source, "store", data.get("store"))),
         keys=keys,
+        webhooks=_webhooks(_Section(source, "webhooks", data.get("webhooks"))),
         routes=_routes(source, data.get("routes"), keys),
         source=source,
     )

@@ -37,6 +37,7 @@ from gateway.metrics import PlaneMetrics
 from gateway.origins import callback_values, origin_allowed
 from gateway.routes import CHECKED_PARAMS, Route, RouteTable, has_dot_segments, normalise
 from gateway.selfservice import SelfService, insufficient_scope
+from gateway.signing import SecretBox
 from gateway.store.base import Store
 from gateway.sync import IndexSync
 from gateway.usage import UsageRecorder
@@ -62,10 +63,11 @@ class DataPlane:
         access_log: AccessLog,
         loop: asyncio.AbstractEventLoop,
         store: Store,
+        box: SecretBox,
     ) -> None:
         self.settings = settings
         self.routes = RouteTable(settings.routes)
-        self.selfservice = SelfService(settings, store)
+        self.selfservice = SelfService(settings, store, box)
         self.index = index
         self.sync = sync
         self.usage = usage

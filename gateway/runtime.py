@@ -26,6 +26,7 @@ from gateway.dataplane import DataPlane
 from gateway.fleet import Barrier, Member
 from gateway.index import KeyIndex
 from gateway.logs import AccessLog
+from gateway.signing import SecretBox
 from gateway.store.factory import change_signal
 from gateway.store.postgres import PostgresStore, Presence
 from gateway.store.sql import SqlStore
@@ -76,9 +77,10 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
 
 
 class DataPlaneRuntime:
-    def __init__(self, settings: Settings, store: SqlStore) -> None:
+    def __init__(self, settings: Settings, store: SqlStore, box: SecretBox) -> None:
         self.settings = settings
         self.store = store
+        self.box = box
         self.index = KeyIndex()
         self.port = 0
         self._plane: DataPlane | None = None
@@ -119,7 +121,14 @@ class DataPlaneRuntime:
         self._sync = sync
         self._usage = UsageRecorder(self.store, settings.store.usage_flush_seconds)
         plane = DataPlane(
-            settings, self.index, sync, self._usage, AccessLog(settings.log), loop, self.store
+            settings,
+            self.index,
+            sync,
+            self._usage,
+            AccessLog(settings.log),
+            loop,
+            self.store,
+            self.box,
         )
         self._plane = plane
         if self.member is not None:
@@ -203,9 +212,11 @@ class AdminRuntime:
         store: SqlStore,
         token: AdminToken,
         metrics_source: Callable[[], bytes],
+        box: SecretBox,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.box = box
         self.token = token
         self.metrics_source = metrics_source
         self.port = 0
@@ -217,7 +228,9 @@ class AdminRuntime:
         settings = self.settings
         if isinstance(self.store, PostgresStore):
             self.barrier = Barrier(Presence(self.store), settings.store)
-        app = create_admin_app(settings, self.store, self.token, self.metrics_source, self.barrier)
+        app = create_admin_app(
+            settings, self.store, self.token, self.metrics_source, self.box, self.barrier
+        )
         self._runner = web.AppRunner(
             app,
             access_log=None,

@@ -29,14 +29,15 @@ from gateway.admin.openapi import ApiInfo, build_openapi
 from gateway.admin.params import PAGING, Param
 from gateway.admin.problems import API_NAME, REQUEST_ID, problems_middleware, request_id
 from gateway.admin.routes import Route
-from gateway.admin.schemas import ChildKeyCreate, KeyCreated, KeyList, KeyOut
-from gateway.admin.state import SETTINGS, STORE, SettingsRef
+from gateway.admin.schemas import ChildKeyCreate, KeyCreated, KeyList, KeyOut, KeyUpdate
+from gateway.admin.state import SECRET_BOX, SETTINGS, STORE, SettingsRef
 from gateway.config import Settings
 from gateway.errors import NotFoundError, ProblemError, ValidationError
 from gateway.fleet import PROPAGATION, Barrier, propagation_middleware
 from gateway.http.exchange import Exchange
 from gateway.http.protocol import PlaneRequest
 from gateway.index import NEVER, KeyEntry
+from gateway.signing import SecretBox
 from gateway.store.base import Store
 from gateway.store.postgres import PostgresStore, Presence
 from gateway.store.records import Actor, KeyRecord, NewKey
@@ -218,6 +219,16 @@ def routes() -> tuple[Route, ...]:
             errors=(403, 404),
         ),
         Route(
+            "PATCH",
+            key,
+            keys.update_key,
+            "Change a key's name, description or webhook settings. " + changing,
+            "self-service",
+            body=KeyUpdate,
+            response=KeyOut,
+            errors=(400, 403, 404),
+        ),
+        Route(
             "POST",
             key + "regenerate/",
             keys.regenerate_key,
@@ -253,7 +264,7 @@ def openapi() -> dict[str, Any]:
     return build_openapi(routes(), INFO)
 
 
-def create_selfservice_app(settings: Settings, store: Store) -> web.Application:
+def create_selfservice_app(settings: Settings, store: Store, box: SecretBox) -> web.Application:
     middlewares: list[Any] = [problems_middleware]
     if isinstance(store, PostgresStore):  # fleet: as on the admin port, wait for the others
         middlewares.insert(0, propagation_middleware)
@@ -262,6 +273,7 @@ def create_selfservice_app(settings: Settings, store: Store) -> web.Application:
         app[PROPAGATION] = Barrier(Presence(store), settings.store)
     app[SETTINGS] = SettingsRef(settings)
     app[STORE] = store
+    app[SECRET_BOX] = box
     door: keys.KeyDoor = SelfServiceDoor()
     app[keys.DOOR] = door
     app[API_NAME] = "self-service"
@@ -275,8 +287,8 @@ def create_selfservice_app(settings: Settings, store: Store) -> web.Application:
 class SelfService:
     """The data plane's side of the door: scope check, body, hand-over, answer."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
-        self.app = create_selfservice_app(settings, store)
+    def __init__(self, settings: Settings, store: Store, box: SecretBox) -> None:
+        self.app = create_selfservice_app(settings, store, box)
 
     @staticmethod
     def handles(segments: list[bytes]) -> bool:

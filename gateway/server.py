@@ -20,6 +20,7 @@ from gateway.dataplane import DataPlane
 from gateway.errors import ConfigError
 from gateway.metrics import Gauges, render
 from gateway.runtime import AdminRuntime, DataPlaneRuntime, reloadable
+from gateway.signing import load_box
 from gateway.store.factory import make_store
 
 log = logging.getLogger("gateway")
@@ -57,9 +58,10 @@ class Gateway:
         token = AdminToken.from_settings(self.settings, self.environ)
         await self.store.open()
         try:
-            self.data = DataPlaneRuntime(self.settings, self.store)
+            box = load_box(self.settings, self.environ)
+            self.data = DataPlaneRuntime(self.settings, self.store, box)
             await self.data.start()
-            self.admin = AdminRuntime(self.settings, self.store, token, self.render_metrics)
+            self.admin = AdminRuntime(self.settings, self.store, token, self.render_metrics, box)
             await self.admin.start()
         except BaseException:
             await self.stop()

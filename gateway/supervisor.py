@@ -27,6 +27,7 @@ from gateway.logs import setup_logging
 from gateway.metrics import Gauges, PlaneMetrics, merge, render
 from gateway.runtime import AdminRuntime, DataPlaneRuntime, reloadable
 from gateway.server import read_reload, run
+from gateway.signing import load_box
 from gateway.store.factory import make_store
 
 log = logging.getLogger("gateway.supervisor")
@@ -56,14 +57,16 @@ async def _worker(settings: Settings, worker_id: int, conn: Connection) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     store = make_store(settings.store, os.environ)
-    data = DataPlaneRuntime(settings, store)
+    data: DataPlaneRuntime | None = None
     try:
         await store.open()
+        data = DataPlaneRuntime(settings, store, load_box(settings, os.environ))
         await data.start()
     except Exception as exc:  # reported to the supervisor, which says it in one line
         with contextlib.suppress(OSError):
             conn.send(("failed", describe_startup_error(exc)))
-        await data.stop()
+        if data is not None:
+            await data.stop()
         await store.close()
         return
     conn.send(("ready", os.getpid()))
@@ -141,10 +144,11 @@ class Supervisor:
         token = AdminToken.from_settings(self.settings, self.environ)
         await self.store.open()  # migrations run once, here, before any worker opens the file
         try:
+            box = load_box(self.settings, self.environ)  # and the key file, before the workers
             for worker in self.workers:
                 self._spawn(worker)
             await self._wait_ready(self.workers)
-            self.admin = AdminRuntime(self.settings, self.store, token, self.render_metrics)
+            self.admin = AdminRuntime(self.settings, self.store, token, self.render_metrics, box)
             await self.admin.start()
         except BaseException:
             await self.stop()

@@ -42,6 +42,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 ADMIN_TOKEN = "bench-admin-token-0123456789"
+SECRET_KEY = "YmVuY2gtc2VjcmV0LWtleS0wMTIzNDU2Nzg5YWJjZGU="  # base64 of 32 bytes
 UPSTREAM_BODY = '{"ok":true,"service":"upstream","items":[1,2,3]}'
 
 
@@ -265,9 +266,11 @@ port = {admin_port}
 token_env = "BENCH_ADMIN_TOKEN"
 [store]
 url = "{store_url or f"sqlite:///{db}"}"
+[webhooks]
+secret_key_env = "BENCH_SECRET_KEY"
 """
         )
-        env = dict(os.environ, BENCH_ADMIN_TOKEN=ADMIN_TOKEN)
+        env = dict(os.environ, BENCH_ADMIN_TOKEN=ADMIN_TOKEN, BENCH_SECRET_KEY=SECRET_KEY)
         if self.args.keys and store_url is None:
             started = time.monotonic()
             seed_keys(db, self.args.keys)

@@ -4,6 +4,8 @@ test."""
 
 from __future__ import annotations
 
+import base64
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,12 @@ from support import Running, make_settings, running_gateway, upstream_app
 async def upstream(aiohttp_server: Callable[..., Any]) -> TestServer:
     server: TestServer = await aiohttp_server(upstream_app())
     return server
+
+
+# The key signing secrets are sealed with on PostgreSQL (SQLite makes a key file by itself);
+# gateway subprocesses started by the tests inherit it.
+SECRET_KEY_ENV = "KEYGATE_TEST_SECRET_KEY"
+os.environ.setdefault(SECRET_KEY_ENV, base64.b64encode(b"k" * 32).decode())
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -44,6 +52,7 @@ async def gw(
         cluster = request.getfixturevalue("pg_cluster")
         url = await cluster.create_database(name)
         sections["store"] = {"url": url, "usage_flush_seconds": 0.2}
+        sections["webhooks"] = {"secret_key_env": SECRET_KEY_ENV}
     settings = make_settings(tmp_path, str(upstream.make_url("")).rstrip("/"), **sections)
     try:
         async with running_gateway(settings) as running:

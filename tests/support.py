@@ -201,7 +201,7 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running_gateway(settings: Settings) -> AsyncIterator[Running]:
-    gw = Gateway(settings, environ={ADMIN_ENV: ADMIN_TOKEN})
+    gw = Gateway(settings, environ={**os.environ, ADMIN_ENV: ADMIN_TOKEN})
     await gw.start()
     session = aiohttp.ClientSession(auto_decompress=False)
     try:

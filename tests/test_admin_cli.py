@@ -237,3 +237,41 @@ async def test_a_cursor_that_repeats_stops_the_walk_instead_of_looping(
     )
     code, out, err = await asyncio.wait_for(cli_at(url, "accounts", "list", "--all"), 20)
     assert code == 1 and "same page cursor twice" in err and "Traceback" not in err
+
+
+async def test_cli_webhook_settings_and_signing_secret_rotation(gw: Running) -> None:
+    code, out, _ = await cli(gw, "--json", "accounts", "create", "Hooks", "--no-key")
+    account = json.loads(out)["id"]
+    code, out, _ = await cli(gw, "keys", "create", "--account", account, "--name", "h")
+    assert code == 0 and "signing secret: whsec_" in out and "shown once" in out
+    assert out.count("whsec_") == 2  # the secret once, and its prefix in the details
+    code, out, _ = await cli(gw, "--json", "keys", "list", "--account", account)
+    key_id = json.loads(out)["data"][0]["id"]
+    code, out, err = await cli(
+        gw, "keys", "update", key_id, "--webhook-url", "http://example.com/hook"
+    )
+    assert code == 1 and "webhook_url: must use https" in err
+    code, out, err = await cli(
+        gw,
+        "--json",
+        "keys",
+        "update",
+        key_id,
+        "--webhook-url",
+        "https://8.8.8.8/hook",
+        "--webhook-event",
+        "key.revoked",
+        "--webhook-event",
+        "order.paid",
+    )
+    got = json.loads(out)
+    assert code == 0 and got["webhook_url"] == "https://8.8.8.8/hook"
+    assert got["webhook_events"] == ["key.revoked", "order.paid"] and got["webhook_enabled"]
+    code, out, _ = await cli(gw, "--json", "keys", "update", key_id, "--disable-webhook")
+    assert code == 0 and json.loads(out)["webhook_enabled"] is False
+    code, out, _ = await cli(gw, "--json", "keys", "update", key_id, "--no-webhook")
+    assert code == 0 and json.loads(out)["webhook_url"] is None
+    code, _, err = await cli(gw, "keys", "update", key_id)
+    assert code == 1 and "nothing to change" in err
+    code, out, _ = await cli(gw, "keys", "rotate-signing-secret", key_id)
+    assert code == 0 and "signing secret: whsec_" in out and "\nkey: " not in out

@@ -134,7 +134,16 @@ async def test_create_key_returns_the_whole_key_object(gw: Running) -> None:
         "last_used_ip",
         "last_used_user_agent",
         "revoked_at",
+        # contract section 9: the signing secret once, and the webhook settings
+        "signing_secret",
+        "signing_secret_prefix",
+        "webhook_url",
+        "webhook_events",
+        "webhook_enabled",
     }
+    assert key["signing_secret"].startswith("whsec_")
+    assert key["signing_secret_prefix"] == key["signing_secret"][:10]
+    assert key["webhook_url"] is None and key["webhook_enabled"] is False
     assert (
         key["key"].startswith("sk_test_")
         and key["environment"] == "test"

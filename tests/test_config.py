@@ -29,7 +29,7 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
     example = Path(__file__).parent.parent / "config.example.toml"
     s = load_settings(example)
     text = example.read_text()
-    for section in ("server", "log", "upstream", "admin", "store", "keys"):
+    for section in ("server", "log", "upstream", "admin", "store", "keys", "webhooks"):
         obj = getattr(s, section)
         for name in obj.__dataclass_fields__:
             assert f"{name} =" in text or f"# {name} =" in text, f"{section}.{name} undocumented"

@@ -108,6 +108,7 @@ def test_the_fleet_compose_example_is_consistent() -> None:
         assert "./deploy/fleet.toml:/etc/gateway/gateway.toml:ro" in gateway["volumes"]
         env = gateway["environment"]
         assert settings.admin.token_env in env and settings.store.password_env in env
+        assert settings.webhooks.secret_key_env in env
         assert gateway["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert all(p.startswith("127.0.0.1:") for p in gateway["ports"])
     docker = shutil.which("docker")
@@ -120,7 +121,9 @@ def test_the_fleet_compose_example_is_consistent() -> None:
             [docker, "compose", "-f", str(root / "docker-compose.yml"), "config", "--quiet"],
             capture_output=True,
             text=True,
-            env=dict(os.environ, GATEWAY_ADMIN_TOKEN="x" * 24, STORE_PASSWORD="y" * 16),
+            env=dict(
+                os.environ, GATEWAY_ADMIN_TOKEN="x" * 24, STORE_PASSWORD="y" * 16, SECRET_KEY="z"
+            ),
             timeout=60,
         )
         assert done.returncode == 0, done.stderr

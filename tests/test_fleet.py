@@ -34,7 +34,11 @@ class Instance:
         **kw: Any,
     ) -> None:
         self.port, self.admin_port = free_port(), free_port()
-        extra = "".join(f"{k} = {v}\n" for k, v in kw.items()) + tail
+        extra = (
+            "".join(f"{k} = {v}\n" for k, v in kw.items())
+            + '\n[webhooks]\nsecret_key_env = "KEYGATE_TEST_SECRET_KEY"\n'
+            + tail
+        )
         config = write_config(
             tmp_path / f"{name}.toml",
             upstream_url,

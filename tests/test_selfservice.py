@@ -321,13 +321,15 @@ async def test_the_self_service_document_describes_exactly_what_the_door_serves(
         path = info.get("path") or info.get("formatter")
         served.add((route.method.lower(), path if path.endswith("/") else path + "/"))
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
-    assert served == documented and len(documented) == 5
+    assert served == documented and len(documented) == 6
     _, child = await call(gw, manager["key"], "POST", BASE, json={"name": "victim"})
     order = sorted(documented, key=lambda mp: mp[1].endswith("revoke/"))  # revoke last
     for method, path in order:
         op = doc["paths"][path][method]
         url = path.replace("{key_id}", child["id"])
         body = {"name": "made"} if method == "post" and "{key_id}" not in path else None
+        if method == "patch":
+            body = {"name": "renamed"}
         status, got = await call(gw, manager["key"], method.upper(), url, json=body)
         assert 200 <= status < 300 and str(status) in op["responses"], (method, path, got)
         schema = op["responses"][str(status)]["content"]["application/json"]["schema"]

@@ -8,7 +8,7 @@ import uuid
 from aiohttp import web
 
 from gateway import keyservice
-from gateway.admin.keys import admin_actor
+from gateway.admin.keys import admin_actor, with_signing_secret
 from gateway.admin.params import PAGING, Param, paging, parse_query
 from gateway.admin.problems import json_response, parse_body
 from gateway.admin.render import account_out, key_out, origin_out
@@ -49,10 +49,13 @@ async def create_account(request: web.Request) -> web.Response:
             name="default production key",
             created_by="admin",
         )
+    signing_secret = None
+    if new_key is not None:
+        signing_secret, new_key = with_signing_secret(request, new_key)
     account, record = await request.app[STORE].create_account(
         account, new_key, admin_actor(request)
     )
-    key_doc = key_out(record, now, secret) if record is not None else None
+    key_doc = key_out(record, now, secret, signing_secret) if record is not None else None
     return json_response(account_out(account, key_doc), status=201)
 
 

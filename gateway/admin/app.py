@@ -12,9 +12,10 @@ from gateway.admin.keys import DOOR, AdminDoor, KeyDoor
 from gateway.admin.openapi import build_openapi
 from gateway.admin.problems import Handler, json_response, problems_middleware, unauthorized
 from gateway.admin.routes import Route, api_routes
-from gateway.admin.state import SETTINGS, STORE, TOKEN, AdminToken, SettingsRef
+from gateway.admin.state import SECRET_BOX, SETTINGS, STORE, TOKEN, AdminToken, SettingsRef
 from gateway.config import Settings
 from gateway.fleet import PROPAGATION, Barrier, propagation_middleware
+from gateway.signing import SecretBox
 from gateway.store.base import Store
 
 MetricsSource = Callable[[], bytes]
@@ -57,6 +58,7 @@ def create_admin_app(
     store: Store,
     token: AdminToken,
     metrics_source: Callable[[], bytes],
+    box: SecretBox,
     barrier: Barrier | None = None,
 ) -> web.Application:
     middlewares = [problems_middleware, token_middleware]
@@ -68,6 +70,7 @@ def create_admin_app(
     table = routes()
     app[SETTINGS] = SettingsRef(settings)
     app[STORE] = store
+    app[SECRET_BOX] = box
     app[TOKEN] = token
     app[METRICS] = metrics_source
     app[OPENAPI] = build_openapi(table)

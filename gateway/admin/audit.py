@@ -15,6 +15,7 @@ ACTIONS = (
     "key.created",
     "key.updated",
     "key.regenerated",
+    "key.signing_secret_rotated",
     "key.revoked",
     "key.deleted",
     "callback_origin.added",

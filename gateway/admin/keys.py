@@ -7,20 +7,22 @@ validation, problem rendering and key rendering are the same."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel
 
-from gateway import keyservice
+from gateway import keyservice, signing
 from gateway.admin.params import PAGING, Param, paging, parse_query
 from gateway.admin.problems import json_response, parse_body, request_id
 from gateway.admin.render import key_out
 from gateway.admin.schemas import KeyCreate, KeyUpdate
-from gateway.admin.state import SETTINGS, STORE
-from gateway.config import KeySettings
+from gateway.admin.state import SECRET_BOX, SETTINGS, STORE
+from gateway.config import KeySettings, WebhookSettings
+from gateway.egress import check_webhook_url
 from gateway.errors import NotFoundError, ValidationError
-from gateway.store.records import Actor, KeyRecord, NewKey
+from gateway.store.records import Actor, KeyRecord, NewKey, SigningSecret
 from gateway.timeutil import now_us
 
 LIST_PARAMS = (
@@ -73,6 +75,56 @@ def _dedupe(values: list[str] | None) -> tuple[str, ...] | None:
     return None if values is None else tuple(dict.fromkeys(values))
 
 
+WEBHOOK_FIELDS = ("webhook_url", "webhook_events", "webhook_enabled")
+
+
+async def webhook_settings(
+    body: Any, sent: set[str], settings: WebhookSettings, current: KeyRecord | None = None
+) -> dict[str, Any]:
+    """The webhook fields a create (`current` None) or an update sets, validated: the URL by
+    the egress rules (gateway/egress.py), events deduplicated, `webhook_enabled` true by
+    default once there is a URL."""
+    out: dict[str, Any] = {}
+    url = current.webhook_url if current is not None else None
+    if "webhook_url" in sent:
+        url = body.webhook_url
+        if url is not None:
+            await check_webhook_url(url, settings)
+        out["webhook_url"] = url
+        if "webhook_enabled" not in sent:
+            out["webhook_enabled"] = url is not None
+    events = current.webhook_events if current is not None else None
+    if "webhook_events" in sent and body.webhook_events is not None:
+        events = tuple(dict.fromkeys(body.webhook_events))
+        out["webhook_events"] = events
+    elif url is not None and events is None:
+        out["webhook_events"] = ("*",)  # a URL without a list hears everything
+    if "webhook_enabled" in sent and body.webhook_enabled is not None:
+        if body.webhook_enabled and url is None:
+            raise ValidationError([{"field": "webhook_enabled", "message": "needs a webhook_url"}])
+        out["webhook_enabled"] = body.webhook_enabled
+    return out
+
+
+def with_signing_secret(request: web.Request, new: NewKey) -> tuple[str, NewKey]:
+    """A new key's signing secret: the plaintext (answered once) and the key sealed with it."""
+    secret = signing.new_signing_secret()
+    sealed = request.app[SECRET_BOX].seal(secret, new.id)
+    return secret, replace(
+        new, signing_secret=sealed, signing_secret_prefix=signing.display_prefix(secret)
+    )
+
+
+def next_signing_secret(request: web.Request, key_id: str) -> tuple[str, SigningSecret]:
+    settings = request.app[SETTINGS].current.webhooks
+    secret = signing.new_signing_secret()
+    return secret, SigningSecret(
+        sealed=request.app[SECRET_BOX].seal(secret, key_id),
+        prefix=signing.display_prefix(secret),
+        previous_until=now_us() + int(settings.rotation_overlap_seconds * 1_000_000),
+    )
+
+
 class KeyDoor(Protocol):
     """What differs between the two doors of the key API: who acts, which keys are visible,
     which may be changed, and how a new key is shaped. Everything else is one implementation."""
@@ -123,13 +175,17 @@ DOOR: web.AppKey[KeyDoor] = web.AppKey("key_door")
 
 async def create_key(request: web.Request) -> web.Response:
     door = request.app[DOOR]
-    settings = request.app[SETTINGS].current.keys
+    settings = request.app[SETTINGS].current
     body, sent = await parse_body(request, door.create_model)
     secret, new = door.mint(request, body, sent)
+    new = replace(new, **await webhook_settings(body, sent, settings.webhooks))
+    signing_secret, new = with_signing_secret(request, new)
     record = await request.app[STORE].create_key(
-        new, door.actor(request), max_production_keys=settings.max_production_keys_per_account
+        new,
+        door.actor(request),
+        max_production_keys=settings.keys.max_production_keys_per_account,
     )
-    return json_response(key_out(record, now_us(), secret), status=201)
+    return json_response(key_out(record, now_us(), secret, signing_secret), status=201)
 
 
 async def list_keys(request: web.Request) -> web.Response:
@@ -152,13 +208,15 @@ async def get_key(request: web.Request) -> web.Response:
 
 
 async def update_key(request: web.Request) -> web.Response:
+    door = request.app[DOOR]
     body, sent = await parse_body(request, KeyUpdate)  # a null name is refused by the schema
-    changes: dict[str, str | None] = {
+    current = await door.find(request, changing=True)
+    changes: dict[str, Any] = {
         field: getattr(body, field) for field in ("name", "description") if field in sent
     }
-    record = await request.app[STORE].update_key(
-        request.match_info["key_id"], changes, admin_actor(request)
-    )
+    webhooks = request.app[SETTINGS].current.webhooks
+    changes.update(await webhook_settings(body, sent, webhooks, current))
+    record = await request.app[STORE].update_key(current.id, changes, door.actor(request))
     return json_response(key_out(record, now_us()))
 
 
@@ -167,10 +225,19 @@ async def regenerate_key(request: web.Request) -> web.Response:
     current = await door.find(request, changing=True)
     prefix_setting = request.app[SETTINGS].current.keys.prefix
     secret, digest, prefix, last4 = keyservice.new_secret(prefix_setting, current.is_test)
+    signing_secret, sealed = next_signing_secret(request, current.id)
     record = await request.app[STORE].regenerate_key(
-        current.id, digest, prefix, last4, door.actor(request)
+        current.id, digest, prefix, last4, door.actor(request), sealed
     )
-    return json_response(key_out(record, now_us(), secret))
+    return json_response(key_out(record, now_us(), secret, signing_secret))
+
+
+async def rotate_signing_secret(request: web.Request) -> web.Response:
+    door = request.app[DOOR]
+    current = await door.find(request, changing=True)
+    signing_secret, sealed = next_signing_secret(request, current.id)
+    record = await request.app[STORE].rotate_signing_secret(current.id, sealed, door.actor(request))
+    return json_response(key_out(record, now_us(), signing_secret=signing_secret))
 
 
 async def revoke_key(request: web.Request) -> web.Response:

@@ -4,14 +4,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.admin.schemas import AccountOut, AuditOut, KeyCreated, KeyOut, OriginOut
+from gateway.admin.schemas import (
+    AccountOut,
+    AuditOut,
+    KeyCreated,
+    KeyOut,
+    OriginOut,
+    SigningSecretRotated,
+)
 from gateway.keys import mask
 from gateway.store.records import Account, AuditEntry, KeyRecord
 from gateway.timeutil import to_rfc3339
 
 
-def key_out(record: KeyRecord, now_us: int, plaintext: str | None = None) -> dict[str, Any]:
-    model: type[KeyOut] = KeyOut if plaintext is None else KeyCreated
+def key_out(
+    record: KeyRecord,
+    now_us: int,
+    plaintext: str | None = None,
+    signing_secret: str | None = None,
+) -> dict[str, Any]:
+    model: type[KeyOut] = KeyOut
+    if plaintext is not None:
+        model = KeyCreated
+    elif signing_secret is not None:
+        model = SigningSecretRotated
+    exclude = {
+        name
+        for name, value in (("key", plaintext), ("signing_secret", signing_secret))
+        if value is None
+    }
     return model(
         id=record.id,
         account_id=record.account_id,
@@ -37,7 +58,12 @@ def key_out(record: KeyRecord, now_us: int, plaintext: str | None = None) -> dic
         last_used_ip=record.last_used_ip,
         last_used_user_agent=record.last_used_user_agent,
         revoked_at=to_rfc3339(record.revoked_at),
-    ).model_dump(mode="json", exclude={"key"} if plaintext is None else None)
+        signing_secret=signing_secret,
+        signing_secret_prefix=record.signing_secret_prefix,
+        webhook_url=record.webhook_url,
+        webhook_events=None if record.webhook_events is None else list(record.webhook_events),
+        webhook_enabled=record.webhook_enabled,
+    ).model_dump(mode="json", exclude=exclude or None)
 
 
 def account_out(account: Account, production_key: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from gateway.admin.schemas import (
     OriginCreate,
     OriginList,
     OriginOut,
+    SigningSecretRotated,
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -176,7 +177,7 @@ def api_routes(
             "PATCH",
             key,
             keys.update_key,
-            "Change a key's name or description",
+            "Change a key's name, description or webhook settings",
             "keys",
             body=KeyUpdate,
             response=KeyOut,
@@ -191,6 +192,16 @@ def api_routes(
             "keys",
             response=KeyCreated,
             errors=(404, 409),
+        ),
+        Route(
+            "POST",
+            key + "/signing-secret/rotate",
+            keys.rotate_signing_secret,
+            "New signing secret, shown once; the old one keeps signing for "
+            "webhooks.rotation_overlap_seconds",
+            "keys",
+            response=SigningSecretRotated,
+            errors=(404,),
         ),
         Route(
             "POST",

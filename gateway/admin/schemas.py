@@ -53,6 +53,8 @@ Scope = Annotated[str, Field(min_length=1, max_length=64)]
 Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_printable)]
 Description = Annotated[str, Field(max_length=2000), AfterValidator(_printable)]
 Label = Annotated[str, Field(max_length=255), AfterValidator(_printable)]
+WebhookUrl = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(_printable)]
+EventType = Annotated[str, Field(pattern=r"^(\*|[a-z0-9][a-z0-9_.-]{0,99})$")]
 
 
 class Body(BaseModel):
@@ -97,6 +99,9 @@ class KeyCreate(Body):
     expires_in: int | None = Field(default=None, ge=60, le=100 * 365 * 86400)
     created_by: Label | None = None
     service_account_id: Label | None = None
+    webhook_url: WebhookUrl | None = None
+    webhook_events: list[EventType] | None = Field(default=None, max_length=50)
+    webhook_enabled: bool | None = None
 
 
 class ChildKeyCreate(Body):
@@ -110,11 +115,21 @@ class ChildKeyCreate(Body):
     expires_at: Rfc3339 | None = None
     expires_in: int | None = Field(default=None, ge=60, le=100 * 365 * 86400)
     service_account_id: Label | None = None
+    webhook_url: WebhookUrl | None = None
+    webhook_events: list[EventType] | None = Field(default=None, max_length=50)
+    webhook_enabled: bool | None = None
 
 
 class KeyUpdate(Body):
     name: Name = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment]
     description: Description | None = None  # null clears it
+    webhook_url: WebhookUrl | None = None  # null removes the endpoint
+    webhook_events: list[EventType] = Field(
+        default=None,  # type: ignore[arg-type]
+        max_length=50,
+        json_schema_extra=_no_default,
+    )
+    webhook_enabled: bool = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment]
 
 
 class OriginCreate(Body):
@@ -149,12 +164,31 @@ class KeyOut(Out):
     last_used_ip: str | None
     last_used_user_agent: str | None
     revoked_at: str | None
+    signing_secret: str | None = Field(
+        default=None, description="Plaintext signing secret; only in the answer that made it"
+    )
+    signing_secret_prefix: str | None = Field(
+        description="whsec_ and 4 characters; null for a key made before signing secrets"
+    )
+    webhook_url: str | None
+    webhook_events: list[str] | None
+    webhook_enabled: bool
 
 
 class KeyCreated(KeyOut):
     """A key object in the one answer that carries its plaintext (create, regenerate)."""
 
     key: str = Field(description="The plaintext key: shown once, never stored")
+    signing_secret: str = Field(
+        description="The plaintext signing secret (Standard Webhooks): shown once, stored only "
+        "encrypted"
+    )
+
+
+class SigningSecretRotated(KeyOut):
+    """The key object with its new signing secret, shown once."""
+
+    signing_secret: str = Field(description="The new plaintext signing secret: shown once")
 
 
 class AccountOut(Out):

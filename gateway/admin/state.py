@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from gateway.config import Settings
+from gateway.signing import SecretBox
 from gateway.store.base import Store
 
 
@@ -43,5 +44,6 @@ class SettingsRef:
 
 
 STORE = web.AppKey("store", Store)
+SECRET_BOX = web.AppKey("secret_box", SecretBox)  # seals signing secrets (gateway/signing.py)
 SETTINGS = web.AppKey("settings", SettingsRef)
 TOKEN = web.AppKey("token", AdminToken)

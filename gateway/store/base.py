@@ -4,7 +4,7 @@ stores (other `store.url` schemes) implement the same protocol."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.store.records import (
     Account,
@@ -13,6 +13,7 @@ from gateway.store.records import (
     ChangeSet,
     KeyRecord,
     NewKey,
+    SigningSecret,
     SnapshotSink,
 )
 
@@ -58,11 +59,18 @@ class Store(Protocol):
         is_test: bool | None = None,
         status: str | None = None,
     ) -> Page: ...
-    async def update_key(
-        self, key_id: str, changes: dict[str, str | None], actor: Actor
-    ) -> KeyRecord: ...
+    async def update_key(self, key_id: str, changes: dict[str, Any], actor: Actor) -> KeyRecord: ...
     async def regenerate_key(
-        self, key_id: str, key_hash: bytes, key_prefix: str, key_last4: str, actor: Actor
+        self,
+        key_id: str,
+        key_hash: bytes,
+        key_prefix: str,
+        key_last4: str,
+        actor: Actor,
+        signing: SigningSecret | None = None,
+    ) -> KeyRecord: ...
+    async def rotate_signing_secret(
+        self, key_id: str, signing: SigningSecret, actor: Actor
     ) -> KeyRecord: ...
     async def revoke_key(self, key_id: str, actor: Actor) -> KeyRecord: ...
     async def delete_key(self, key_id: str, actor: Actor) -> None: ...

@@ -20,7 +20,9 @@ TABLES: tuple[tuple[str, str], ...] = (
         "id, account_id, name, description, key_hash, key_prefix, key_last4, scopes,"
         " tool_pack_ids, registered_user_ids, is_test, expires_at, created_at, updated_at,"
         " created_by, service_account_id, parent_key_id, last_used_at, last_used_ip,"
-        " last_used_user_agent, revoked_at",
+        " last_used_user_agent, revoked_at, signing_secret, signing_secret_prefix,"
+        " previous_signing_secret, previous_signing_secret_until, webhook_url, webhook_events,"
+        " webhook_enabled",
     ),
     ("callback_origins", "account_id, origin, created_at"),
     (

@@ -46,6 +46,10 @@ class KeyRecord:
     last_used_ip: str | None
     last_used_user_agent: str | None
     revoked_at: int | None
+    signing_secret_prefix: str | None = None  # None: a key from before signing secrets
+    webhook_url: str | None = None
+    webhook_events: tuple[str, ...] | None = None
+    webhook_enabled: bool = False
 
     def status(self, now_us: int) -> str:
         if self.revoked_at is not None:
@@ -75,6 +79,21 @@ class NewKey:
     created_by: str | None = None
     service_account_id: str | None = None
     parent_key_id: str | None = None
+    signing_secret: bytes | None = None  # sealed (gateway/signing.py), never the plaintext
+    signing_secret_prefix: str | None = None
+    webhook_url: str | None = None
+    webhook_events: tuple[str, ...] | None = None
+    webhook_enabled: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SigningSecret:
+    """A new sealed signing secret for an existing key; the one it replaces keeps signing
+    until `previous_until` (microseconds)."""
+
+    sealed: bytes
+    prefix: str
+    previous_until: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -84,6 +84,27 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO meta (name, value) VALUES ('changes_pruned_through', 0);
     """,
+    # 2: fleet presence (used by PostgreSQL fleets; kept here so both dialects number alike).
+    """
+    CREATE TABLE instances (
+        id            TEXT PRIMARY KEY,
+        host          TEXT NOT NULL,
+        pid           INTEGER NOT NULL,
+        started_at    INTEGER NOT NULL,
+        heartbeat_at  INTEGER NOT NULL,
+        applied_seq   INTEGER NOT NULL
+    );
+    """,
+    # 3: signing secrets (AES-256-GCM ciphertext, see gateway/signing.py) and webhook settings.
+    """
+    ALTER TABLE api_keys ADD COLUMN signing_secret BLOB;
+    ALTER TABLE api_keys ADD COLUMN signing_secret_prefix TEXT;
+    ALTER TABLE api_keys ADD COLUMN previous_signing_secret BLOB;
+    ALTER TABLE api_keys ADD COLUMN previous_signing_secret_until INTEGER;
+    ALTER TABLE api_keys ADD COLUMN webhook_url TEXT;
+    ALTER TABLE api_keys ADD COLUMN webhook_events TEXT;
+    ALTER TABLE api_keys ADD COLUMN webhook_enabled INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 
@@ -176,5 +197,15 @@ PG_MIGRATIONS: tuple[str, ...] = (
         heartbeat_at  BIGINT NOT NULL,
         applied_seq   BIGINT NOT NULL
     );
+    """,
+    # 3: signing secrets and webhook settings, as in SQLite's migration 3.
+    """
+    ALTER TABLE api_keys ADD COLUMN signing_secret BYTEA;
+    ALTER TABLE api_keys ADD COLUMN signing_secret_prefix TEXT;
+    ALTER TABLE api_keys ADD COLUMN previous_signing_secret BYTEA;
+    ALTER TABLE api_keys ADD COLUMN previous_signing_secret_until BIGINT;
+    ALTER TABLE api_keys ADD COLUMN webhook_url TEXT;
+    ALTER TABLE api_keys ADD COLUMN webhook_events TEXT;
+    ALTER TABLE api_keys ADD COLUMN webhook_enabled INTEGER NOT NULL DEFAULT 0;
     """,
 )

@@ -29,6 +29,7 @@ from gateway.store.records import (
     KeyRecord,
     KeyRow,
     NewKey,
+    SigningSecret,
     SnapshotSink,
 )
 from gateway.timeutil import now_us, to_rfc3339
@@ -37,7 +38,7 @@ _KEY_COLUMNS = (
     "id, account_id, name, description, key_prefix, key_last4, scopes, tool_pack_ids, "
     "registered_user_ids, is_test, expires_at, created_at, updated_at, created_by, "
     "service_account_id, parent_key_id, last_used_at, last_used_ip, last_used_user_agent, "
-    "revoked_at"
+    "revoked_at, signing_secret_prefix, webhook_url, webhook_events, webhook_enabled"
 )
 # The KeyRow the index is built from, in its order.
 _AUTH_KEY_COLUMNS = (
@@ -106,6 +107,10 @@ def _key_record(row: Sequence[Any]) -> KeyRecord:
         last_used_ip=row[17],
         last_used_user_agent=row[18],
         revoked_at=row[19],
+        signing_secret_prefix=row[20],
+        webhook_url=row[21],
+        webhook_events=None if row[22] is None else tuple(orjson.loads(row[22])),
+        webhook_enabled=bool(row[23]),
     )
 
 
@@ -433,8 +438,10 @@ class SqlStore(abc.ABC):
         await tx.execute(
             "INSERT INTO api_keys (id, account_id, name, description, key_hash, key_prefix,"
             " key_last4, scopes, tool_pack_ids, registered_user_ids, is_test, expires_at,"
-            " created_at, updated_at, created_by, service_account_id, parent_key_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_at, updated_at, created_by, service_account_id, parent_key_id,"
+            " signing_secret, signing_secret_prefix, webhook_url, webhook_events,"
+            " webhook_enabled)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key.id,
                 key.account_id,
@@ -453,6 +460,11 @@ class SqlStore(abc.ABC):
                 key.created_by,
                 key.service_account_id,
                 key.parent_key_id,
+                key.signing_secret,
+                key.signing_secret_prefix,
+                key.webhook_url,
+                _json_list(key.webhook_events),
+                int(key.webhook_enabled),
             ),
         )
         await tx.changed_entity("key", key.id, key.key_hash)
@@ -472,6 +484,7 @@ class SqlStore(abc.ABC):
                 "expires_at": to_rfc3339(key.expires_at),
                 "is_test": key.is_test,
                 "parent_key_id": key.parent_key_id,
+                "webhook_url": key.webhook_url,
             },
         )
         row = await tx.one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key.id,))
@@ -548,10 +561,9 @@ class SqlStore(abc.ABC):
         )
         return [_key_record(r) for r in rows], nxt
 
-    async def update_key(
-        self, key_id: str, changes: dict[str, str | None], actor: Actor
-    ) -> KeyRecord:
-        """Rename or re-describe; only `name` and `description` may change."""
+    async def update_key(self, key_id: str, changes: dict[str, Any], actor: Actor) -> KeyRecord:
+        """Rename, re-describe, or change the webhook settings (`webhook_url`,
+        `webhook_events` as a tuple, `webhook_enabled`)."""
         async with self._write(actor) as tx:
             key = await self._locked_key(tx, key_id)
             diff = {
@@ -565,8 +577,12 @@ class SqlStore(abc.ABC):
             await tx.key_changing(key_id)
             await tx.execute(
                 f"UPDATE api_keys SET {assignments}, updated_at = ? WHERE id = ?",
-                [*(changes[f] for f in diff), tx.now, key_id],
+                [*(_column_value(changes[f]) for f in diff), tx.now, key_id],
             )
+            for entry in diff.values():  # JSON-friendly audit details
+                for end in ("from", "to"):
+                    if isinstance(entry[end], tuple):
+                        entry[end] = list(entry[end])
             await tx.audit(
                 "key.updated",
                 account_id=key.account_id,
@@ -577,9 +593,16 @@ class SqlStore(abc.ABC):
             return await self._locked_key(tx, key_id)
 
     async def regenerate_key(
-        self, key_id: str, key_hash: bytes, key_prefix: str, key_last4: str, actor: Actor
+        self,
+        key_id: str,
+        key_hash: bytes,
+        key_prefix: str,
+        key_last4: str,
+        actor: Actor,
+        signing: SigningSecret | None = None,
     ) -> KeyRecord:
-        """Same id and settings, new secret; the old secret stops working at commit."""
+        """Same id and settings, new secret; the old secret stops working at commit. With
+        `signing`, a new signing secret too (the old one signs on until its overlap ends)."""
         async with self._write(actor) as tx:
             key = await self._locked_key(tx, key_id)
             status = key.status(tx.now)
@@ -597,6 +620,39 @@ class SqlStore(abc.ABC):
                 key_id=key_id,
                 environment=environment_of(key.is_test),
                 details={"old_key_prefix": key.key_prefix, "new_key_prefix": key_prefix},
+            )
+            if signing is not None:
+                await self._replace_signing_secret(tx, key_id, signing)
+            return await self._locked_key(tx, key_id)
+
+    async def _replace_signing_secret(self, tx: Tx, key_id: str, signing: SigningSecret) -> None:
+        await tx.execute(
+            "UPDATE api_keys SET previous_signing_secret = signing_secret,"
+            " previous_signing_secret_until = CASE WHEN signing_secret IS NULL THEN NULL"
+            " ELSE CAST(? AS BIGINT) END, signing_secret = ?, signing_secret_prefix = ?,"
+            " updated_at = ?"
+            " WHERE id = ?",
+            (signing.previous_until, signing.sealed, signing.prefix, tx.now, key_id),
+        )
+
+    async def rotate_signing_secret(
+        self, key_id: str, signing: SigningSecret, actor: Actor
+    ) -> KeyRecord:
+        async with self._write(actor) as tx:
+            key = await self._locked_key(tx, key_id)
+            await self._replace_signing_secret(tx, key_id, signing)
+            await tx.audit(
+                "key.signing_secret_rotated",
+                account_id=key.account_id,
+                key_id=key_id,
+                environment=environment_of(key.is_test),
+                details={
+                    "old_signing_secret_prefix": key.signing_secret_prefix,
+                    "new_signing_secret_prefix": signing.prefix,
+                    "old_valid_until": to_rfc3339(signing.previous_until)
+                    if key.signing_secret_prefix
+                    else None,
+                },
             )
             return await self._locked_key(tx, key_id)
 
@@ -763,6 +819,15 @@ class SqlStore(abc.ABC):
             for r in rows[:limit]
         ]
         return items, encode_cursor(items[-1].seq) if len(rows) > limit else None
+
+
+def _column_value(value: Any) -> Any:
+    """A Python value as the column holds it (lists as JSON text, booleans as 0/1)."""
+    if isinstance(value, tuple):
+        return _json_list(value)
+    if isinstance(value, bool):
+        return int(value)
+    return value
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
