@@ -73,9 +73,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("key_id")
     p.add_argument("--name")
     p.add_argument("--description")
-    _webhook_options(p)
     hook = p.add_mutually_exclusive_group()
+    hook.add_argument("--webhook-url", metavar="URL", help="where this key's events are sent")
     hook.add_argument("--no-webhook", action="store_true", help="remove the webhook endpoint")
+    p.add_argument(
+        "--webhook-event",
+        action="append",
+        dest="webhook_events",
+        metavar="TYPE",
+        help="an event type to send (repeat; default: all, '*')",
+    )
     on = p.add_mutually_exclusive_group()
     on.add_argument("--enable-webhook", action="store_const", const=True, dest="webhook_enabled")
     on.add_argument("--disable-webhook", action="store_const", const=False, dest="webhook_enabled")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import weakref
 from urllib.parse import urlsplit
 
 from gateway.config import IPNetwork, WebhookSettings
@@ -42,11 +43,27 @@ def split_url(url: str, settings: WebhookSettings) -> tuple[str, int]:
     return host, port or (443 if parts.scheme == "https" else 80)
 
 
+# IPv6 a webhook may reach: global unicast, less the ranges that carry an IPv4 address inside
+# (6to4, Teredo) and could lead back into a private network. NAT64 (64:ff9b::/96), IPv4-
+# compatible (::a.b.c.d) and old site-local (fec0::/10) are outside 2000::/3 to begin with.
+_GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
+_TUNNELS = (ipaddress.ip_network("2002::/16"), ipaddress.ip_network("2001::/32"))
+DNS_TIMEOUT = 5.0
+# At most 8 lookups at once per event loop: a flood of saves cannot take the resolver's threads.
+_lookups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def address_allowed(address: IPAddress, allowed: tuple[IPNetwork, ...]) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     if any(address in network for network in allowed):
         return True
+    if isinstance(address, ipaddress.IPv6Address) and (
+        address not in _GLOBAL_UNICAST or any(address in net for net in _TUNNELS)
+    ):
+        return False
     return address.is_global and not address.is_multicast
 
 
@@ -60,19 +77,26 @@ async def resolve_allowed(host: str, port: int, settings: WebhookSettings) -> li
         found = [str(literal)]
     else:
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
-            )
-        except (OSError, UnicodeError):
-            raise refuse(f"{host} does not resolve") from None
+            loop = asyncio.get_running_loop()
+            async with _lookups.setdefault(loop, asyncio.Semaphore(8)):
+                infos = await asyncio.wait_for(
+                    asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM),
+                    DNS_TIMEOUT,
+                )
+        except (OSError, UnicodeError, TimeoutError):
+            infos = []
         found = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    for text in found:
-        address = ipaddress.ip_address(text.split("%")[0])
-        if not address_allowed(address, settings.allow_networks):
-            raise refuse(
-                f"{host} is {address}, which is not a public address (loopback, private, "
-                "link-local and metadata ranges are refused unless in webhooks.allow_networks)"
-            )
+    # One answer for "does not resolve" and "resolves somewhere private", naming no address:
+    # the endpoint must not become a way to map an internal network.
+    if not found or not all(
+        address_allowed(ipaddress.ip_address(text.split("%")[0]), settings.allow_networks)
+        for text in found
+    ):
+        raise refuse(
+            f"{host} must resolve to public addresses only, and is not a public address "
+            "(loopback, private, link-local and metadata ranges are refused unless in "
+            "webhooks.allow_networks)"
+        )
     return found
 
 

@@ -73,6 +73,8 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
         changed.append("store")
     if old.admin != new.admin:
         changed.append("admin")
+    if old.webhooks.secret_key_env != new.webhooks.secret_key_env:
+        changed.append("webhooks.secret_key_env")
     return changed
 
 

@@ -157,7 +157,8 @@ class SelfServiceDoor:
                 return target
             record = await store.get_key(record.parent_key_id) if record.parent_key_id else None
         raise ProblemError(
-            "A management key may regenerate or revoke only itself and the keys minted under it.",
+            "A management key may change, regenerate or revoke only itself and the keys minted "
+            "under it.",
             status=403,
             title="Insufficient scope",
             type="urn:gateway:problem:insufficient-scope",

@@ -14,6 +14,7 @@ import base64
 import binascii
 import contextlib
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -38,10 +39,6 @@ def new_signing_secret() -> str:
 def display_prefix(secret: str) -> str:
     """`whsec_` and 4 characters: enough to tell secrets apart, nothing to sign with."""
     return secret[: len(PREFIX) + 4]
-
-
-def raw_secret(secret: str) -> bytes:
-    return base64.b64decode(secret[len(PREFIX) :])
 
 
 class SecretBox:
@@ -91,17 +88,23 @@ def _key_file(path: Path) -> bytes:
     """The key beside the SQLite file: made once, 0600, atomically (a concurrent start reads
     either nothing or the whole key, never half of it)."""
     if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        scratch = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, base64.b64encode(os.urandom(32)) + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        with contextlib.suppress(FileExistsError):
-            os.link(scratch, path)  # fails if another process made it first: theirs wins
-        scratch.unlink()
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600
+            try:
+                os.write(fd, base64.b64encode(os.urandom(32)) + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                with contextlib.suppress(FileExistsError):
+                    os.link(scratch, path)  # fails if another process made it first: theirs
+            finally:
+                os.unlink(scratch)
+        except OSError as exc:
+            raise SecretKeyError(
+                f"cannot create the signing-secret key file {path}: {exc.strerror or exc}"
+            ) from exc
     try:
         key = base64.b64decode(path.read_bytes().strip(), validate=True)
     except (OSError, binascii.Error, ValueError) as exc:

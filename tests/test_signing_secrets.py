@@ -115,6 +115,9 @@ async def test_rotation_and_regeneration_keep_the_old_secret_for_the_overlap(gw:
     assert box.open(bytes(previous), key["id"]) == rotated["signing_secret"]
     status, _ = await gw.admin("POST", "/admin/v1/keys/nope/signing-secret/rotate")
     assert status == 404
+    await gw.admin("POST", f"/admin/v1/keys/{key['id']}/revoke")
+    status, problem = await gw.admin("POST", f"/admin/v1/keys/{key['id']}/signing-secret/rotate")
+    assert status == 409 and problem["title"] == "Key not active"
 
 
 @pytest.fixture
@@ -157,6 +160,14 @@ async def hooks_gw(
         ("https://[fe80::1]/hook", "not a public address"),
         ("https://[::ffff:127.0.0.1]/hook", "not a public address"),
         ("https://224.0.0.1/hook", "not a public address"),
+        ("https://[::127.0.0.1]/hook", "not a public address"),  # IPv4-compatible
+        ("https://[64:ff9b::a9fe:a9fe]/hook", "not a public address"),  # NAT64 to metadata
+        ("https://[2002:a9fe:a9fe::1]/hook", "not a public address"),  # 6to4
+        ("https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook", "not a public address"),
+        ("https://[fec0::1]/hook", "not a public address"),
+        ("https://2130706433/hook", "not a public address"),  # 127.0.0.1, as a number
+        ("https://0x7f.1/hook", "not a public address"),
+        ("https://0.0.0.0/hook", "not a public address"),
         ("https://localhost/hook", "not a public address"),
         ("https://user:pw@example.com/hook", "credentials"),
         ("https://example.com:99999/hook", "valid URL"),
@@ -196,6 +207,14 @@ async def test_webhook_settings_on_both_doors(hooks_gw: Running) -> None:
         "PATCH", f"/admin/v1/keys/{key['id']}", json={"webhook_enabled": False}
     )
     assert status == 200 and got["webhook_enabled"] is False and got["webhook_url"] == hook
+    # A new URL for a switched-off endpoint leaves it off.
+    moved = "http://127.0.0.1:9/v2/hook?token=s3cr3t-in-url"
+    status, got = await gw.admin(
+        "PATCH", f"/admin/v1/keys/{key['id']}", json={"webhook_url": moved}
+    )
+    assert status == 200 and got["webhook_url"] == moved and got["webhook_enabled"] is False
+    _, audit = await gw.admin("GET", "/admin/v1/audit", params={"action": "key.updated"})
+    assert "s3cr3t-in-url" not in str(audit)  # the audit trail keeps the origin only
     status, got = await gw.admin("PATCH", f"/admin/v1/keys/{key['id']}", json={"webhook_url": None})
     assert status == 200 and got["webhook_url"] is None and got["webhook_enabled"] is False
     status, problem = await gw.admin(

@@ -91,7 +91,10 @@ async def webhook_settings(
         if url is not None:
             await check_webhook_url(url, settings)
         out["webhook_url"] = url
-        if "webhook_enabled" not in sent:
+        if "webhook_enabled" not in sent and (
+            url is None or current is None or current.webhook_url is None
+        ):
+            # On by default for a new endpoint; a changed URL keeps the switch as it was.
             out["webhook_enabled"] = url is not None
     events = current.webhook_events if current is not None else None
     if "webhook_events" in sent and body.webhook_events is not None:

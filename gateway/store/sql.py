@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -484,7 +485,7 @@ class SqlStore(abc.ABC):
                 "expires_at": to_rfc3339(key.expires_at),
                 "is_test": key.is_test,
                 "parent_key_id": key.parent_key_id,
-                "webhook_url": key.webhook_url,
+                "webhook_url": url_origin(key.webhook_url),
             },
         )
         row = await tx.one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key.id,))
@@ -579,10 +580,20 @@ class SqlStore(abc.ABC):
                 f"UPDATE api_keys SET {assignments}, updated_at = ? WHERE id = ?",
                 [*(_column_value(changes[f]) for f in diff), tx.now, key_id],
             )
-            for entry in diff.values():  # JSON-friendly audit details
+            if "webhook_url" in diff or "webhook_enabled" in diff:
+                row = await tx.one(
+                    "SELECT webhook_enabled, webhook_url FROM api_keys WHERE id = ?", (key_id,)
+                )
+                if row[0] and row[1] is None:  # a concurrent change removed the URL
+                    raise ValidationError(
+                        [{"field": "webhook_enabled", "message": "needs a webhook_url"}]
+                    )
+            for field, entry in diff.items():  # JSON-friendly audit details
                 for end in ("from", "to"):
                     if isinstance(entry[end], tuple):
                         entry[end] = list(entry[end])
+                    elif field == "webhook_url":
+                        entry[end] = url_origin(entry[end])
             await tx.audit(
                 "key.updated",
                 account_id=key.account_id,
@@ -638,8 +649,15 @@ class SqlStore(abc.ABC):
     async def rotate_signing_secret(
         self, key_id: str, signing: SigningSecret, actor: Actor
     ) -> KeyRecord:
+        """A new signing secret; the current one keeps signing until `previous_until`. A second
+        rotation inside that window replaces the previous secret at once (as regenerate does)."""
         async with self._write(actor) as tx:
             key = await self._locked_key(tx, key_id)
+            status = key.status(tx.now)
+            if status != ACTIVE:
+                raise ConflictError(
+                    f"a {status} key's signing secret cannot be rotated", title="Key not active"
+                )
             await self._replace_signing_secret(tx, key_id, signing)
             await tx.audit(
                 "key.signing_secret_rotated",
@@ -819,6 +837,15 @@ class SqlStore(abc.ABC):
             for r in rows[:limit]
         ]
         return items, encode_cursor(items[-1].seq) if len(rows) > limit else None
+
+
+def url_origin(url: str | None) -> str | None:
+    """What the audit trail keeps of a webhook URL: its origin (a path or query may hold a
+    token)."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def _column_value(value: Any) -> Any:
