@@ -109,6 +109,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p.add_argument("account_id")
         p.add_argument("origin")
 
+    hooks = what.add_parser("webhooks", help="webhook deliveries").add_subparsers(
+        dest="action", required=True
+    )
+    p = hooks.add_parser("deliveries", help="deliveries, newest first, with their attempts")
+    p.add_argument("--key", dest="key_id")
+    p.add_argument("--account", dest="account_id")
+    p.add_argument("--status", choices=("pending", "succeeded", "failed"))
+    _paging(p)
+    hooks.add_parser("retry", help="queue a delivery again now").add_argument("delivery_id")
+
     p = what.add_parser("audit", help="the audit trail, newest first")
     p.add_argument("--account", dest="account_id")
     p.add_argument("--environment", choices=("production", "test"))
@@ -330,6 +340,15 @@ KEY_COLUMNS = (
     ("last_used_at", "LAST USED"),
 )
 ACCOUNT_COLUMNS = (("id", "ID"), ("name", "NAME"), ("status", "STATUS"), ("created_at", "CREATED"))
+DELIVERY_COLUMNS = (
+    ("id", "ID"),
+    ("event_type", "EVENT"),
+    ("key_id", "KEY"),
+    ("status", "STATUS"),
+    ("tries", "TRIES"),
+    ("last", "LAST"),
+    ("created_at", "QUEUED"),
+)
 AUDIT_COLUMNS = (
     ("at", "AT"),
     ("action", "ACTION"),
@@ -470,6 +489,24 @@ def _dispatch(c: Client, a: argparse.Namespace) -> tuple[Any, str]:
             return added, f"allowed {_safe(added['origin'])}"
         c.call("DELETE", f"{path}/{q(a.origin, safe='')}")
         return None, f"removed {_safe(a.origin)}"
+    if r == "webhooks":
+        if act == "retry":
+            path = f"/admin/v1/webhook-deliveries/{q(a.delivery_id, safe='')}/retry"
+            queued = c.call("POST", path)
+            return queued, f"queued {_safe(queued['id'])} again"
+        query = {
+            "key_id": a.key_id,
+            "account_id": a.account_id,
+            "status": a.status,
+            "limit": a.limit,
+            "cursor": a.cursor,
+        }
+        items, nxt = c.pages("/admin/v1/webhook-deliveries", query, a.all)
+        for item in items:
+            last = item["attempts"][-1] if item["attempts"] else {}
+            item["tries"] = len(item["attempts"])
+            item["last"] = last.get("status_code") or last.get("error")
+        return {"data": items, "next_cursor": nxt}, _table(items, DELIVERY_COLUMNS) + _more(nxt)
     query = {
         "account_id": a.account_id,
         "environment": a.environment,

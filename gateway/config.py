@@ -106,12 +106,17 @@ class StoreSettings:
         return sqlite_path(self.url)
 
 
+RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)  # seconds
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WebhookSettings:
     secret_key_env: str | None = None  # base64 of 32 bytes: encrypts signing secrets at rest
     rotation_overlap_seconds: float = 86400.0  # both secrets sign for this long after a rotation
     allow_http_hosts: tuple[str, ...] = ()  # hosts a webhook_url may reach over plain http
     allow_networks: tuple[IPNetwork, ...] = ()  # private/loopback ranges a webhook may reach
+    timeout: float = 10.0  # seconds for one delivery attempt
+    retry_schedule: tuple[float, ...] = RETRY_SCHEDULE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -298,6 +303,16 @@ def _webhooks(sec: _Section) -> WebhookSettings:
             raise _Invalid(" (an environment variable name)")
         return v
 
+    def schedule(v: Any) -> tuple[float, ...]:
+        if (
+            not isinstance(v, list)
+            or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+            or not all(0 < x <= 7 * 86400 for x in v)
+            or len(v) > 50
+        ):
+            raise _Invalid(" (at most 50, each > 0 and at most a week)")
+        return tuple(float(x) for x in v)
+
     def hosts(v: Any) -> tuple[str, ...]:
         if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
             raise _Invalid()
@@ -308,6 +323,13 @@ def _webhooks(sec: _Section) -> WebhookSettings:
         rotation_overlap_seconds=sec.number("rotation_overlap_seconds", 86400.0),
         allow_http_hosts=sec.get("allow_http_hosts", "a list of host names", (), hosts),
         allow_networks=sec.get("allow_networks", "a list of CIDR strings", (), _networks),
+        timeout=sec.number("timeout", 10.0, positive=True),
+        retry_schedule=sec.get(
+            "retry_schedule",
+            "a list of positive numbers (seconds)",
+            RETRY_SCHEDULE,
+            schedule,
+        ),
     )
     sec.finish()
     return settings

@@ -92,6 +92,9 @@ class Gauges:
     staleness_seconds: float | None = None
     instances_live: int | None = None
     propagation: Histogram | None = None
+    webhook_outcomes: dict[str, int] | None = None  # attempts by outcome
+    outbox_depth: int = 0
+    outbox_oldest_seconds: float = 0.0
 
 
 class _Collector(Collector):
@@ -158,6 +161,25 @@ class _Collector(Collector):
                 "gateway_fleet_instances_live",
                 "Data planes with a heartbeat within store.node_timeout, fleet-wide",
                 value=g.instances_live,
+            )
+        if g.webhook_outcomes is not None:
+            attempts = CounterMetricFamily(
+                "gateway_webhook_attempts",
+                "Webhook delivery attempts by outcome (retried: failed, another try scheduled)",
+                labels=["outcome"],
+            )
+            for outcome, count in sorted(g.webhook_outcomes.items()):
+                attempts.add_metric([outcome], count)
+            yield attempts
+            yield GaugeMetricFamily(
+                "gateway_webhook_outbox_depth",
+                "Webhook deliveries pending",
+                value=g.outbox_depth,
+            )
+            yield GaugeMetricFamily(
+                "gateway_webhook_oldest_pending_seconds",
+                "Age of the oldest pending webhook delivery",
+                value=g.outbox_oldest_seconds,
             )
         if g.propagation is not None:
             running = 0

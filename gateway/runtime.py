@@ -33,6 +33,7 @@ from gateway.store.sql import SqlStore
 from gateway.sync import IndexSync
 from gateway.timeutil import now_us
 from gateway.usage import UsageRecorder
+from gateway.webhooks import Sender
 
 log = logging.getLogger("gateway")
 
@@ -225,6 +226,7 @@ class AdminRuntime:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.barrier: Barrier | None = None  # fleet (PostgreSQL) only
+        self.sender: Sender | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -247,6 +249,8 @@ class AdminRuntime:
                 self.port = int(addr[1])
                 break
         self._tasks.append(asyncio.get_running_loop().create_task(self._prune_change_log()))
+        self.sender = Sender(self.store, self.box, settings.webhooks)
+        self._tasks.append(asyncio.get_running_loop().create_task(self.sender.run_forever()))
         if self.barrier is not None:
             self._tasks.append(asyncio.get_running_loop().create_task(self._count_instances()))
 
@@ -254,6 +258,8 @@ class AdminRuntime:
         self.settings = settings
         if self._runner is not None:
             self._runner.app[SETTINGS].current = settings
+        if self.sender is not None:
+            self.sender.settings = settings.webhooks
 
     @property
     def instances_live(self) -> int | None:
@@ -282,9 +288,22 @@ class AdminRuntime:
     async def stop(self) -> None:
         await cancel_all(self._tasks)
         self._tasks = []
+        if self.sender is not None:
+            await self.sender.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def webhook_gauges(admin: AdminRuntime | None) -> dict[str, Any]:
+    sender = admin.sender if admin is not None else None
+    if sender is None:
+        return {}
+    return {
+        "webhook_outcomes": dict(sender.outcomes),
+        "outbox_depth": sender.depth,
+        "outbox_oldest_seconds": sender.oldest_age,
+    }
 
 
 async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:

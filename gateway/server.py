@@ -19,7 +19,7 @@ from gateway.config import Settings, load_settings
 from gateway.dataplane import DataPlane
 from gateway.errors import ConfigError
 from gateway.metrics import Gauges, render
-from gateway.runtime import AdminRuntime, DataPlaneRuntime, reloadable
+from gateway.runtime import AdminRuntime, DataPlaneRuntime, reloadable, webhook_gauges
 from gateway.signing import load_box
 from gateway.store.factory import make_store
 
@@ -87,6 +87,7 @@ class Gateway:
             staleness_seconds=m["staleness_seconds"],
             instances_live=admin.instances_live if admin else None,
             propagation=admin.barrier.latency if admin and admin.barrier else None,
+            **webhook_gauges(admin),
         )
         return render(m["counters"], gauges)
 

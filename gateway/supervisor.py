@@ -25,7 +25,7 @@ from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.logs import setup_logging
 from gateway.metrics import Gauges, PlaneMetrics, merge, render
-from gateway.runtime import AdminRuntime, DataPlaneRuntime, reloadable
+from gateway.runtime import AdminRuntime, DataPlaneRuntime, reloadable, webhook_gauges
 from gateway.server import read_reload, run
 from gateway.signing import load_box
 from gateway.store.factory import make_store
@@ -265,6 +265,7 @@ class Supervisor:
             ),
             instances_live=self.admin.instances_live if self.admin else None,
             propagation=self.admin.barrier.latency if self.admin and self.admin.barrier else None,
+            **webhook_gauges(self.admin),
         )
         return render(counters, gauges)
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
-from support import Running
+from support import Running, store_execute
 
 pytestmark = pytest.mark.both_stores
 
@@ -46,7 +46,21 @@ async def test_every_documented_route_answers_as_documented(gw: Running) -> None
     await gw.admin(
         "POST", f"/admin/v1/accounts/{account['id']}/callback-origins", json={"origin": "a.example"}
     )
-    values = {"account_id": account["id"], "key_id": key["id"], "origin": "a.example"}
+    # A delivery in the outbox, put there directly (the gateway itself only queues them for
+    # keys with a webhook; its URL here is refused at delivery, so nothing leaves loopback).
+    await store_execute(
+        gw,
+        "INSERT INTO webhook_deliveries (id, key_id, account_id, environment, event_type, url,"
+        f" body, created_at, status, next_attempt_at) VALUES ('msg_doc', '{key['id']}',"
+        f" '{account['id']}', 'production', 'key.created', 'http://127.0.0.1:9/x', '{{}}', 1,"
+        " 'failed', NULL)",
+    )
+    values = {
+        "account_id": account["id"],
+        "key_id": key["id"],
+        "origin": "a.example",
+        "delivery_id": "msg_doc",
+    }
     bodies = {
         ("post", "/admin/v1/accounts"): {"name": "x"},
         ("patch", "/admin/v1/accounts/{account_id}"): {"name": "y"},

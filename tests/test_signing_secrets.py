@@ -326,4 +326,4 @@ async def test_keys_from_before_signing_secrets_get_one_by_rotation(
         _, previous, until = await stored_secrets(gw, "key_old")
         assert previous is None and until is None  # nothing to overlap with
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import BaseModel
 
-from gateway.admin import accounts, audit, keys
+from gateway.admin import accounts, audit, keys, webhooks
 from gateway.admin.params import PAGING, Param
 from gateway.admin.schemas import (
     AccountCreate,
@@ -17,6 +17,8 @@ from gateway.admin.schemas import (
     AccountOut,
     AccountUpdate,
     AuditList,
+    DeliveryList,
+    DeliveryOut,
     Health,
     KeyCreate,
     KeyCreated,
@@ -210,6 +212,26 @@ def api_routes(
             "Revoke a key",
             "keys",
             response=KeyOut,
+            errors=(404,),
+        ),
+        Route(
+            "GET",
+            "/admin/v1/webhook-deliveries",
+            webhooks.list_deliveries,
+            "Webhook deliveries, newest first, with their attempts",
+            "webhooks",
+            response=DeliveryList,
+            query=webhooks.LIST_PARAMS,
+            errors=(400,),
+        ),
+        Route(
+            "POST",
+            "/admin/v1/webhook-deliveries/{delivery_id}/retry",
+            webhooks.retry_delivery,
+            "Queue a delivery again now (the same webhook-id)",
+            "webhooks",
+            status=202,
+            response=DeliveryOut,
             errors=(404,),
         ),
         Route(

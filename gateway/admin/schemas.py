@@ -253,3 +253,28 @@ class OriginList(Out):
 class AuditList(Out):
     data: list[AuditOut]
     next_cursor: str | None
+
+
+class AttemptOut(Out):
+    at: str
+    status_code: int | None = Field(description="The receiver's status, if it answered")
+    error: str | None = Field(description="Why there was no answer (refused, timeout, ...)")
+    duration_ms: float
+
+
+class DeliveryOut(Out):
+    id: str = Field(description="The webhook-id, the same on every attempt")
+    key_id: str
+    account_id: str
+    environment: Literal["production", "test"]
+    event_type: str
+    url: str
+    status: Literal["pending", "succeeded", "failed"]
+    created_at: str
+    next_attempt_at: str | None
+    attempts: list[AttemptOut]
+
+
+class DeliveryList(Out):
+    data: list[DeliveryOut]
+    next_cursor: str | None

@@ -11,6 +11,7 @@ from gateway.store.records import (
     Actor,
     AuditEntry,
     ChangeSet,
+    Delivery,
     KeyRecord,
     NewKey,
     SigningSecret,
@@ -81,6 +82,19 @@ class Store(Protocol):
     ) -> tuple[list[tuple[str, int]], str | None]: ...
     async def add_origin(self, account_id: str, origin: str, actor: Actor) -> tuple[str, int]: ...
     async def remove_origin(self, account_id: str, origin: str, actor: Actor) -> None: ...
+
+    # webhook outbox
+    async def list_deliveries(
+        self,
+        *,
+        limit: int,
+        cursor: str | None,
+        key_id: str | None = None,
+        account_id: str | None = None,
+        status: str | None = None,
+    ) -> tuple[list[Delivery], str | None]: ...
+    async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
+    async def retry_delivery(self, delivery_id: str, now: int) -> Delivery: ...
 
     # audit
     async def list_audit(

@@ -104,6 +104,8 @@ class PostgresIndexRead(IndexRead):
 
 
 class PostgresStore(SqlStore):
+    _skip_locked = " FOR UPDATE SKIP LOCKED"  # instances claim deliveries side by side
+    _for_update = " FOR UPDATE"
     revision = None  # the change signal is LISTEN/NOTIFY (gateway/changes.py), not a file
 
     def __init__(

@@ -97,6 +97,38 @@ class SigningSecret:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """One webhook delivery in the outbox: an event for one key's endpoint, and its attempts."""
+
+    id: str  # the webhook-id, the same on every attempt
+    key_id: str
+    account_id: str
+    environment: str
+    event_type: str
+    url: str
+    body: str
+    created_at: int
+    status: str  # pending | succeeded | failed
+    attempts: int
+    next_attempt_at: int | None
+    attempt_log: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookTarget:
+    """A key's webhook as it stands now: sealed secrets (never plaintext), URL, switch."""
+
+    sealed: bytes | None
+    previous: bytes | None
+    previous_until: int | None
+    url: str | None
+    enabled: bool
+
+    def __repr__(self) -> str:  # nothing sealed in logs either
+        return f"WebhookTarget(url={self.url!r}, enabled={self.enabled})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Actor:
     """Who asked for a change, recorded in its audit row."""
 

@@ -105,6 +105,30 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE api_keys ADD COLUMN webhook_events TEXT;
     ALTER TABLE api_keys ADD COLUMN webhook_enabled INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: the webhook outbox. A delivery row is written in the same transaction as the change
+    # that raised its event; attempts are claimed with a lease (claimed_until), so a process
+    # that dies mid-attempt only delays it, and each attempt is made by one claimant.
+    """
+    CREATE TABLE webhook_deliveries (
+        seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+        id               TEXT NOT NULL UNIQUE,
+        key_id           TEXT NOT NULL,
+        account_id       TEXT NOT NULL,
+        environment      TEXT NOT NULL CHECK (environment IN ('production', 'test')),
+        event_type       TEXT NOT NULL,
+        url              TEXT NOT NULL,
+        body             TEXT NOT NULL,
+        created_at       INTEGER NOT NULL,
+        status           TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  INTEGER,
+        claimed_until    INTEGER,
+        claim_token      TEXT,
+        attempt_log      TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
+    CREATE INDEX webhook_deliveries_by_key ON webhook_deliveries (key_id, seq DESC);
+    """,
 )
 
 
@@ -207,5 +231,29 @@ PG_MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE api_keys ADD COLUMN webhook_url TEXT;
     ALTER TABLE api_keys ADD COLUMN webhook_events TEXT;
     ALTER TABLE api_keys ADD COLUMN webhook_enabled INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 4: the webhook outbox. A delivery row is written in the same transaction as the change
+    # that raised its event; attempts are claimed with a lease (claimed_until), so a process
+    # that dies mid-attempt only delays it, and each attempt is made by one claimant.
+    """
+    CREATE TABLE webhook_deliveries (
+        seq              BIGSERIAL PRIMARY KEY,
+        id               TEXT NOT NULL UNIQUE,
+        key_id           TEXT NOT NULL,
+        account_id       TEXT NOT NULL,
+        environment      TEXT NOT NULL CHECK (environment IN ('production', 'test')),
+        event_type       TEXT NOT NULL,
+        url              TEXT NOT NULL,
+        body             TEXT NOT NULL,
+        created_at       BIGINT NOT NULL,
+        status           TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  BIGINT,
+        claimed_until    BIGINT,
+        claim_token      TEXT,
+        attempt_log      TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
+    CREATE INDEX webhook_deliveries_by_key ON webhook_deliveries (key_id, seq DESC);
     """,
 )

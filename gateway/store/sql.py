@@ -27,11 +27,13 @@ from gateway.store.records import (
     Actor,
     AuditEntry,
     ChangeSet,
+    Delivery,
     KeyRecord,
     KeyRow,
     NewKey,
     SigningSecret,
     SnapshotSink,
+    WebhookTarget,
 )
 from gateway.timeutil import now_us, to_rfc3339
 
@@ -180,6 +182,55 @@ class Tx(abc.ABC):
                 orjson.dumps(details or {}).decode(),
             ),
         )
+
+    async def raise_event(
+        self, event_type: str, *, account_id: str, is_test: bool, data: dict[str, Any]
+    ) -> int:
+        """Queue `event_type` for every key of the account, in the same environment, whose
+        webhook is enabled and lists the type (or "*"): one outbox row each, in this
+        transaction, so the event exists exactly when the change does. The number queued."""
+        rows = await self.all(
+            "SELECT id, webhook_url, webhook_events FROM api_keys WHERE account_id = ?"
+            " AND is_test = ? AND webhook_enabled = 1 AND webhook_url IS NOT NULL",
+            (account_id, int(is_test)),
+        )
+        environment = environment_of(is_test)
+        queued = 0
+        for key_id, url, events_json in rows:
+            events = orjson.loads(events_json) if events_json else ["*"]
+            if "*" not in events and event_type not in events:
+                continue
+            delivery_id = "msg_" + uuid.uuid4().hex
+            body = orjson.dumps(
+                {
+                    "type": event_type,
+                    "timestamp": to_rfc3339(self.now),
+                    "data": {
+                        "account_id": account_id,
+                        "key_id": key_id,
+                        "environment": environment,
+                        **data,
+                    },
+                }
+            ).decode()
+            await self.execute(
+                "INSERT INTO webhook_deliveries (id, key_id, account_id, environment,"
+                " event_type, url, body, created_at, status, next_attempt_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                (
+                    delivery_id,
+                    key_id,
+                    account_id,
+                    environment,
+                    event_type,
+                    url,
+                    body,
+                    self.now,
+                    self.now,
+                ),
+            )
+            queued += 1
+        return queued
 
 
 class IndexRead(abc.ABC):
@@ -489,7 +540,14 @@ class SqlStore(abc.ABC):
             },
         )
         row = await tx.one(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key.id,))
-        return _key_record(row)
+        record = _key_record(row)
+        await tx.raise_event(
+            "key.created",
+            account_id=key.account_id,
+            is_test=key.is_test,
+            data={"key": _event_key(record)},
+        )
+        return record
 
     async def create_key(
         self, key: NewKey, actor: Actor, *, max_production_keys: int = 0
@@ -634,7 +692,14 @@ class SqlStore(abc.ABC):
             )
             if signing is not None:
                 await self._replace_signing_secret(tx, key_id, signing)
-            return await self._locked_key(tx, key_id)
+            record = await self._locked_key(tx, key_id)
+            await tx.raise_event(
+                "key.regenerated",
+                account_id=key.account_id,
+                is_test=key.is_test,
+                data={"key": _event_key(record), "old_key_prefix": key.key_prefix},
+            )
+            return record
 
     async def _replace_signing_secret(self, tx: Tx, key_id: str, signing: SigningSecret) -> None:
         await tx.execute(
@@ -698,6 +763,12 @@ class SqlStore(abc.ABC):
                 environment=environment_of(child.is_test),
                 details={"key_prefix": child.key_prefix, "cascade_from": key_id},
             )
+            await tx.raise_event(
+                "key.revoked",
+                account_id=child.account_id,
+                is_test=child.is_test,
+                data={"key": _event_key(child), "cascade_from": key_id},
+            )
 
     async def delete_key(self, key_id: str, actor: Actor) -> None:
         async with self._write(actor) as tx:
@@ -711,6 +782,20 @@ class SqlStore(abc.ABC):
                 key_id=key_id,
                 environment=environment_of(key.is_test),
                 details={"name": key.name, "key_prefix": key.key_prefix},
+            )
+            # The deleted key's own pending deliveries can never be signed now.
+            await tx.execute(
+                "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL"
+                " WHERE key_id = ? AND status = 'pending'",
+                (key_id,),
+            )
+            # Raised after the delete: the other subscribed keys hear of it (the deleted key's
+            # own secret is gone, so nothing could be signed for it).
+            await tx.raise_event(
+                "key.deleted",
+                account_id=key.account_id,
+                is_test=key.is_test,
+                data={"key": _event_key(key)},
             )
 
     async def revoke_key(self, key_id: str, actor: Actor) -> KeyRecord:
@@ -730,6 +815,12 @@ class SqlStore(abc.ABC):
                 key_id=key_id,
                 environment=environment_of(key.is_test),
                 details={"key_prefix": key.key_prefix},
+            )
+            await tx.raise_event(
+                "key.revoked",
+                account_id=key.account_id,
+                is_test=key.is_test,
+                data={"key": _event_key(key)},
             )
             await self._revoke_descendants(tx, key_id)
             return await self._locked_key(tx, key_id)
@@ -788,6 +879,158 @@ class SqlStore(abc.ABC):
                 "callback_origin.removed", account_id=account_id, details={"origin": origin}
             )
 
+    # -- webhook outbox ----------------------------------------------------------------------
+
+    _skip_locked = ""  # PostgreSQL: " FOR UPDATE SKIP LOCKED" (several claimants at once)
+    _for_update = ""  # PostgreSQL: " FOR UPDATE"
+
+    async def claim_deliveries(
+        self, now: int, lease_us: int, limit: int, token: str
+    ) -> list[Delivery]:
+        """Due pending deliveries, leased to the caller (`token`) until `now + lease_us`: an
+        attempt that dies with its process is made again after the lease, and only the
+        holder of the lease may record its outcome."""
+        due = (
+            "status = 'pending' AND next_attempt_at <= ?"
+            " AND (claimed_until IS NULL OR claimed_until < ?)"
+        )
+        # A plain read first: an idle outbox costs no write lock (SQLite has only one).
+        if (
+            await self._one(f"SELECT 1 FROM webhook_deliveries WHERE {due} LIMIT 1", (now, now))
+            is None
+        ):
+            return []
+        async with self._write(None, ordered=False) as tx:
+            rows = await tx.all(
+                f"SELECT id FROM webhook_deliveries WHERE {due}"
+                f" ORDER BY next_attempt_at LIMIT ?{self._skip_locked}",
+                (now, now, limit),
+            )
+            if not rows:
+                return []
+            ids = [r[0] for r in rows]
+            marks = ",".join("?" * len(ids))
+            await tx.execute(
+                "UPDATE webhook_deliveries SET claimed_until = ?, claim_token = ?"
+                f" WHERE id IN ({marks})",
+                (now + lease_us, token, *ids),
+            )
+            found = await tx.all(
+                f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id IN ({marks})",
+                ids,
+            )
+        return [_delivery(r) for r in found]
+
+    async def webhook_target(self, key_id: str) -> WebhookTarget | None:
+        """Where and how a key's deliveries go now (None: the key is gone)."""
+        row = await self._one(
+            "SELECT signing_secret, previous_signing_secret, previous_signing_secret_until,"
+            " webhook_url, webhook_enabled FROM api_keys WHERE id = ?",
+            (key_id,),
+        )
+        if row is None:
+            return None
+        return WebhookTarget(
+            sealed=None if row[0] is None else bytes(row[0]),
+            previous=None if row[1] is None else bytes(row[1]),
+            previous_until=row[2],
+            url=row[3],
+            enabled=bool(row[4]),
+        )
+
+    async def finish_attempt(
+        self,
+        delivery_id: str,
+        token: str,
+        attempt: dict[str, Any],
+        status: str,
+        next_at: int | None,
+    ) -> bool:
+        """Record one attempt: `succeeded`, `failed`, or `pending` again at `next_at`. False
+        (nothing recorded) when the lease was lost to another claimant or an admin retry."""
+        async with self._write(None, ordered=False) as tx:
+            row = await tx.one(
+                "SELECT attempt_log FROM webhook_deliveries WHERE id = ? AND claim_token = ?"
+                + self._for_update,
+                (delivery_id, token),
+            )
+            if row is None:
+                return False
+            log = orjson.loads(row[0])
+            log.append(attempt)
+            await tx.execute(
+                "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1,"
+                " next_attempt_at = ?, claimed_until = NULL, claim_token = NULL,"
+                " attempt_log = ? WHERE id = ?",
+                (status, next_at, orjson.dumps(log).decode(), delivery_id),
+            )
+        return True
+
+    async def list_deliveries(
+        self,
+        *,
+        limit: int,
+        cursor: str | None,
+        key_id: str | None = None,
+        account_id: str | None = None,
+        status: str | None = None,
+    ) -> tuple[list[Delivery], str | None]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("key_id", key_id), ("account_id", account_id), ("status", status)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if cursor:
+            (before,) = decode_cursor(cursor, (int,))
+            where.append("seq < ?")
+            params.append(before)
+        sql = f"SELECT {_DELIVERY_COLUMNS}, seq FROM webhook_deliveries"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = await self._all(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit + 1])
+        items = [_delivery(r) for r in rows[:limit]]
+        nxt = encode_cursor(rows[limit - 1][-1]) if len(rows) > limit else None
+        return items, nxt
+
+    async def outbox_stats(self) -> tuple[int, int | None]:
+        """(pending deliveries, when the oldest of them was queued)."""
+        row = await self._one(
+            "SELECT count(*), min(created_at) FROM webhook_deliveries WHERE status = 'pending'"
+        )
+        return int(row[0]), None if row[1] is None else int(row[1])
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        row = await self._one(
+            f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = ?", (delivery_id,)
+        )
+        return None if row is None else _delivery(row)
+
+    async def retry_delivery(self, delivery_id: str, now: int) -> Delivery:
+        """Queue a delivery again, now (same webhook-id), whatever its status."""
+        async with self._write(None, ordered=False) as tx:
+            row = await tx.one(
+                "SELECT claimed_until FROM webhook_deliveries WHERE id = ?" + self._for_update,
+                (delivery_id,),
+            )
+            if row is None:
+                raise NotFoundError("Delivery not found", title="Delivery not found")
+            if row[0] is not None and row[0] > now:
+                raise ConflictError(
+                    "an attempt of this delivery is in flight; retry when it has finished",
+                    title="Delivery in flight",
+                )
+            await tx.execute(
+                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?,"
+                " claimed_until = NULL, claim_token = NULL WHERE id = ?",
+                (now, delivery_id),
+            )
+            row = await tx.one(
+                f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = ?",
+                (delivery_id,),
+            )
+        return _delivery(row)
+
     # -- audit -------------------------------------------------------------------------------
 
     async def list_audit(
@@ -837,6 +1080,42 @@ class SqlStore(abc.ABC):
             for r in rows[:limit]
         ]
         return items, encode_cursor(items[-1].seq) if len(rows) > limit else None
+
+
+_DELIVERY_COLUMNS = (
+    "id, key_id, account_id, environment, event_type, url, body, created_at, status, attempts,"
+    " next_attempt_at, attempt_log"
+)
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    return Delivery(
+        id=row[0],
+        key_id=row[1],
+        account_id=row[2],
+        environment=row[3],
+        event_type=row[4],
+        url=row[5],
+        body=row[6],
+        created_at=row[7],
+        status=row[8],
+        attempts=row[9],
+        next_attempt_at=row[10],
+        attempt_log=orjson.loads(row[11]),
+    )
+
+
+def _event_key(key: KeyRecord) -> dict[str, Any]:
+    """What an event says about the key it concerns (never a secret)."""
+    return {
+        "id": key.id,
+        "name": key.name,
+        "key_prefix": key.key_prefix,
+        "environment": environment_of(key.is_test),
+        "scopes": list(key.scopes),
+        "expires_at": to_rfc3339(key.expires_at),
+        "revoked_at": to_rfc3339(key.revoked_at),
+    }
 
 
 def url_origin(url: str | None) -> str | None:
