@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -63,7 +62,6 @@ class NotifySignal:
         self.store = store
         self.channel = channel
         self.latest = 0
-        self.last_contact = time.monotonic()
         self._conn: Any = None
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -76,7 +74,6 @@ class NotifySignal:
         return self._conn is not None and not self._conn.is_closed()
 
     def saw(self, position: int) -> None:
-        self.last_contact = time.monotonic()
         if position > self.latest:
             self.latest = position
             self.on_change()

@@ -346,6 +346,29 @@ def unknown_key(real: str) -> str:
     return body + checksum(body)
 
 
+SEED_COLUMNS = (
+    "id", "account_id", "name", "key_hash", "key_prefix", "key_last4", "scopes", "is_test",
+    "created_at", "updated_at",
+)  # fmt: skip
+
+
+def seed_rows(start: int, stop: int, now: int) -> Iterator[tuple[object, ...]]:
+    """Keys start..stop for 1,000 accounts (acct_0..acct_999): random hashes, no plaintext."""
+    for i in range(start, stop):
+        yield (
+            str(uuid.UUID(bytes=os.urandom(16), version=4)),
+            f"acct_{i % 1000}",
+            f"seed-{i}",
+            os.urandom(32),
+            "sk_live_Seed",
+            "Seed",
+            '["runtime:all"]',
+            0,
+            now,
+            now,
+        )
+
+
 def seed_keys(db: Path, n: int) -> None:
     """n keys for 1,000 accounts, written straight into a migrated store (hashes only)."""
     import asyncio
@@ -366,25 +389,10 @@ def seed_keys(db: Path, n: int) -> None:
             [(f"acct_{i}", f"seed {i}", now, now) for i in range(1000)],
         )
 
-        def rows() -> Iterator[tuple[object, ...]]:
-            for i in range(n):
-                yield (
-                    str(uuid.UUID(bytes=os.urandom(16), version=4)),
-                    f"acct_{i % 1000}",
-                    f"seed-{i}",
-                    os.urandom(32),
-                    "sk_live_Seed",
-                    "Seed",
-                    '["runtime:all"]',
-                    0,
-                    now,
-                    now,
-                )
-
         conn.executemany(
             "INSERT INTO api_keys (id, account_id, name, key_hash, key_prefix, key_last4, scopes,"
             " is_test, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows(),
+            seed_rows(0, n, now),
         )
 
 

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -69,36 +67,10 @@ async def seed(url: str, n: int) -> None:
         )
         batch = 50_000
         for start in range(0, n, batch):
-            rows = [
-                (
-                    str(uuid.UUID(bytes=os.urandom(16), version=4)),
-                    f"acct_{i % 1000}",
-                    f"seed-{i}",
-                    os.urandom(32),
-                    "sk_live_Seed",
-                    "Seed",
-                    '["runtime:all"]',
-                    0,
-                    now,
-                    now,
-                )
-                for i in range(start, min(n, start + batch))
-            ]
             await conn.copy_records_to_table(
                 "api_keys",
-                records=rows,
-                columns=[
-                    "id",
-                    "account_id",
-                    "name",
-                    "key_hash",
-                    "key_prefix",
-                    "key_last4",
-                    "scopes",
-                    "is_test",
-                    "created_at",
-                    "updated_at",
-                ],
+                records=list(bench.seed_rows(start, min(n, start + batch), now)),
+                columns=list(bench.SEED_COLUMNS),
             )
     finally:
         await conn.close()

@@ -5,6 +5,7 @@ test."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -41,18 +42,24 @@ def store_kind() -> str:
     return "sqlite"
 
 
-@pytest.fixture
-async def gw(
-    tmp_path: Path, upstream: TestServer, store_kind: str, request: pytest.FixtureRequest
+@contextlib.asynccontextmanager
+async def gateway_on(
+    store_kind: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    upstream: TestServer,
+    webhooks: dict[str, Any] | None = None,
 ) -> AsyncIterator[Running]:
-    sections: dict[str, Any] = {}
+    """A running gateway on SQLite or on a fresh PostgreSQL database (dropped afterwards);
+    `webhooks` adds settings to that section."""
+    sections: dict[str, Any] = {"webhooks": dict(webhooks or {})}
     cluster: PgCluster | None = None
     name = database_name(request.node.name)
     if store_kind == "postgres":
         cluster = request.getfixturevalue("pg_cluster")
         url = await cluster.create_database(name)
         sections["store"] = {"url": url, "usage_flush_seconds": 0.2}
-        sections["webhooks"] = {"secret_key_env": SECRET_KEY_ENV}
+        sections["webhooks"]["secret_key_env"] = SECRET_KEY_ENV
     settings = make_settings(tmp_path, str(upstream.make_url("")).rstrip("/"), **sections)
     try:
         async with running_gateway(settings) as running:
@@ -60,6 +67,18 @@ async def gw(
     finally:
         if cluster is not None and cluster.running:
             await cluster.drop_database(name)
+
+
+# Webhook receivers run on loopback: let webhooks reach plain http there.
+LOOPBACK_WEBHOOKS = {"allow_http_hosts": ["127.0.0.1"], "allow_networks": ["127.0.0.0/8"]}
+
+
+@pytest.fixture
+async def gw(
+    tmp_path: Path, upstream: TestServer, store_kind: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Running]:
+    async with gateway_on(store_kind, request, tmp_path, upstream) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

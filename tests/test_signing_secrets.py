@@ -125,27 +125,10 @@ async def hooks_gw(
     tmp_path: Path, upstream: TestServer, store_kind: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[Running]:
     """A gateway whose webhooks may reach plain http on 127.0.0.1 (the tests' receivers)."""
-    from conftest import SECRET_KEY_ENV
-    from pgcluster import database_name
+    from conftest import LOOPBACK_WEBHOOKS, gateway_on
 
-    webhooks: dict[str, Any] = {
-        "allow_http_hosts": ["127.0.0.1"],
-        "allow_networks": ["127.0.0.0/8"],
-    }
-    sections: dict[str, Any] = {"webhooks": webhooks}
-    cluster = None
-    name = database_name(request.node.name)
-    if store_kind == "postgres":
-        cluster = request.getfixturevalue("pg_cluster")
-        sections["store"] = {"url": await cluster.create_database(name)}
-        webhooks["secret_key_env"] = SECRET_KEY_ENV
-    settings = make_settings(tmp_path, str(upstream.make_url("")).rstrip("/"), **sections)
-    try:
-        async with running_gateway(settings) as running:
-            yield running
-    finally:
-        if cluster is not None:
-            await cluster.drop_database(name)
+    async with gateway_on(store_kind, request, tmp_path, upstream, LOOPBACK_WEBHOOKS) as gw:
+        yield gw
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from standardwebhooks import Webhook
-from support import Running, make_settings, running_gateway
+from support import Running
 
 pytestmark = pytest.mark.both_stores
 
@@ -57,29 +57,11 @@ async def receiver(aiohttp_server: Callable[..., Any]) -> tuple[Receiver, str]:
 async def hooks(
     tmp_path: Path, upstream: TestServer, store_kind: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[Running]:
-    from conftest import SECRET_KEY_ENV
-    from pgcluster import database_name
+    from conftest import LOOPBACK_WEBHOOKS, gateway_on
 
-    webhooks: dict[str, Any] = {
-        "allow_http_hosts": ["127.0.0.1"],
-        "allow_networks": ["127.0.0.0/8"],
-        "retry_schedule": [0.2, 0.2],
-        "timeout": 2,
-    }
-    sections: dict[str, Any] = {"webhooks": webhooks}
-    cluster = None
-    name = database_name(request.node.name)
-    if store_kind == "postgres":
-        cluster = request.getfixturevalue("pg_cluster")
-        sections["store"] = {"url": await cluster.create_database(name)}
-        webhooks["secret_key_env"] = SECRET_KEY_ENV
-    settings = make_settings(tmp_path, str(upstream.make_url("")).rstrip("/"), **sections)
-    try:
-        async with running_gateway(settings) as running:
-            yield running
-    finally:
-        if cluster is not None:
-            await cluster.drop_database(name)
+    quick = {**LOOPBACK_WEBHOOKS, "retry_schedule": [0.2, 0.2], "timeout": 2}
+    async with gateway_on(store_kind, request, tmp_path, upstream, quick) as gw:
+        yield gw
 
 
 async def wait_for(check: Callable[[], bool], seconds: float = 10.0) -> None:
