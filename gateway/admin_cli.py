@@ -116,8 +116,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--key", dest="key_id")
     p.add_argument("--account", dest="account_id")
     p.add_argument("--status", choices=("pending", "succeeded", "failed"))
+    p.add_argument("--event", dest="event_id")
     _paging(p)
     hooks.add_parser("retry", help="queue a delivery again now").add_argument("delivery_id")
+    p = hooks.add_parser(
+        "publish", help="raise an event for the keys of an account (or one key) that listen"
+    )
+    p.add_argument("type", help="the event's type, e.g. order.paid")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--account", dest="account_id")
+    target.add_argument("--key", dest="key_id")
+    p.add_argument("--environment", choices=("production", "test"))
+    p.add_argument("--data", type=_json_object, default={}, help="the event's fields, as JSON")
 
     p = what.add_parser("audit", help="the audit trail, newest first")
     p.add_argument("--account", dest="account_id")
@@ -125,6 +135,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--action", dest="audit_action")
     p.add_argument("--since", metavar="RFC3339")
     _paging(p)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not valid JSON") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
 
 
 def _webhook_options(p: argparse.ArgumentParser) -> None:
@@ -494,10 +514,18 @@ def _dispatch(c: Client, a: argparse.Namespace) -> tuple[Any, str]:
             path = f"/admin/v1/webhook-deliveries/{q(a.delivery_id, safe='')}/retry"
             queued = c.call("POST", path)
             return queued, f"queued {_safe(queued['id'])} again"
+        if act == "publish":
+            body = {"type": a.type, "data": a.data}
+            for field in ("account_id", "key_id", "environment"):
+                if getattr(a, field) is not None:
+                    body[field] = getattr(a, field)
+            event = c.call("POST", "/admin/v1/events", body, expect=("id", "deliveries"))
+            return event, f"published {_safe(event['id'])}: {event['deliveries']} deliveries queued"
         query = {
             "key_id": a.key_id,
             "account_id": a.account_id,
             "status": a.status,
+            "event_id": a.event_id,
             "limit": a.limit,
             "cursor": a.cursor,
         }

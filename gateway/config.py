@@ -117,6 +117,7 @@ class WebhookSettings:
     allow_networks: tuple[IPNetwork, ...] = ()  # private/loopback ranges a webhook may reach
     timeout: float = 10.0  # seconds for one delivery attempt
     retry_schedule: tuple[float, ...] = RETRY_SCHEDULE
+    expiry_warning_days: float = 7.0  # key.expiring this long before expires_at (0: never)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -313,6 +314,11 @@ def _webhooks(sec: _Section) -> WebhookSettings:
             raise _Invalid(" (at most 50, each > 0 and at most a week)")
         return tuple(float(x) for x in v)
 
+    def warning_days(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 3650:
+            raise _Invalid()
+        return float(v)
+
     def hosts(v: Any) -> tuple[str, ...]:
         if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
             raise _Invalid()
@@ -329,6 +335,9 @@ def _webhooks(sec: _Section) -> WebhookSettings:
             "a list of positive numbers (seconds)",
             RETRY_SCHEDULE,
             schedule,
+        ),
+        expiry_warning_days=sec.get(
+            "expiry_warning_days", "a number of days from 0 to 3650", 7.0, warning_days
         ),
     )
     sec.finish()

@@ -251,6 +251,9 @@ class AdminRuntime:
         self._tasks.append(asyncio.get_running_loop().create_task(self._prune_change_log()))
         self.sender = Sender(self.store, self.box, settings.webhooks)
         self._tasks.append(asyncio.get_running_loop().create_task(self.sender.run_forever()))
+        self._tasks.append(
+            asyncio.get_running_loop().create_task(self.sender.watch_expiry_forever())
+        )
         if self.barrier is not None:
             self._tasks.append(asyncio.get_running_loop().create_task(self._count_instances()))
 

@@ -13,6 +13,7 @@ reach inside.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import re
@@ -39,8 +40,10 @@ from gateway.timeutil import now_us, to_rfc3339
 log = logging.getLogger("gateway.webhooks")
 READ_LIMIT = 64 * 1024
 _NUMERIC = re.compile(r"[0-9.]+")
-POLL = 0.25  # seconds between looks at the outbox when it had nothing due
+IDLE = 1.0  # longest sleep between looks at the outbox (for what other processes queue)
 BATCH = 20
+EXPIRY_LOOK = 1.0  # seconds between looks for keys whose expiry notice is due
+EXPIRY_BATCH = 100
 
 
 class Refused(Exception):
@@ -79,6 +82,8 @@ class Sender:
         self.oldest_age = 0.0  # seconds the oldest pending delivery has waited
         self._counted = 0.0
         self._session: aiohttp.ClientSession | None = None
+        self._wake = asyncio.Event()
+        store.on_queued = self._wake.set  # this process queued something: send it now
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -96,21 +101,41 @@ class Sender:
         return self._session
 
     async def run_forever(self) -> None:
+        """Send what is due, then sleep until the next delivery is due, this process queues
+        one, or IDLE passes (another process, or instance, may have queued one)."""
         while True:
+            wait = IDLE
             try:
                 if time.monotonic() - self._counted >= 2.0:
                     self._counted = time.monotonic()
                     self.depth, oldest = await self.store.outbox_stats()
                     self.oldest_age = 0.0 if oldest is None else (now_us() - oldest) / 1e6
-                sent = await self.send_due()
+                self._wake.clear()
+                if await self.send_due():
+                    continue
+                due = await self.store.next_delivery_at()
+                if due is not None:
+                    # (a floor: a row another claimant is taking looks due until it commits)
+                    wait = min(IDLE, max(0.02, (due - now_us()) / 1e6))
             except StoreError as exc:
                 log.warning("webhook outbox unavailable: %s", exc)
-                sent = 0
             except Exception:  # the sender must outlive anything one delivery does
                 log.exception("webhook sender failed; going on")
-                sent = 0
-            if not sent:
-                await asyncio.sleep(POLL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def watch_expiry_forever(self) -> None:
+        """Raise key.expiring and key.expired when they fall due (each once, fleet-wide)."""
+        while True:
+            try:
+                warning = int(self.settings.expiry_warning_days * 86400 * 1_000_000)
+                while await self.store.raise_expiry_events(now_us(), warning) >= EXPIRY_BATCH:
+                    pass  # a backlog (many keys, or a long stop): keep going until done
+            except StoreError as exc:
+                log.warning("cannot look for expiring keys: %s", exc)
+            except Exception:
+                log.exception("expiry watch failed; going on")
+            await asyncio.sleep(EXPIRY_LOOK)
 
     async def send_due(self) -> int:
         # The lease outlasts an attempt (timeout) with room to record it.

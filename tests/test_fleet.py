@@ -528,3 +528,65 @@ async def test_every_worker_of_an_instance_is_a_member_of_the_fleet(
     finally:
         codes = [a.process.stop(), b.process.stop()]
     assert codes == [0, 0]
+
+
+async def test_expiry_notices_and_deliveries_happen_once_across_the_fleet(
+    tmp_path: Path, upstream: TestServer, fleet_db: str, aiohttp_server: Any
+) -> None:
+    """Three instances each look for expiring keys and each send from the one outbox: every
+    key hears `key.expiring` once and `key.expired` once, and no delivery is sent twice."""
+    from aiohttp import web
+    from standardwebhooks import Webhook
+
+    seen: list[tuple[str, str]] = []
+    secrets: dict[str, str] = {}
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.text()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        event = Webhook(secrets[request.match_info["key"]]).verify(body, headers)
+        seen.append((headers["webhook-id"], f"{event['data']['key']['id']} {event['type']}"))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook/{key}", hook)
+    receiver = await aiohttp_server(app)
+    tail = (
+        'allow_http_hosts = ["127.0.0.1"]\nallow_networks = ["127.0.0.0/8"]\n'
+        f"expiry_warning_days = {2 / 86400}\n"
+    )
+    up = str(upstream.make_url("")).rstrip("/")
+    fleet = [Instance(tmp_path, f"gw{i}", up, fleet_db, tail=tail) for i in range(3)]
+    await asyncio.gather(*(asyncio.to_thread(gw.start) for gw in fleet))
+    try:
+        async with aiohttp.ClientSession() as s:
+            expires_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 5))
+            for i in range(12):
+                gw = fleet[i % 3]
+                account = await gw.admin(
+                    s,
+                    "POST",
+                    "/admin/v1/accounts",
+                    json={"name": f"A{i}", "provision_production_key": False},
+                )
+                body = {
+                    "account_id": account["id"],
+                    "expires_at": expires_at,
+                    "webhook_events": ["key.expiring", "key.expired"],
+                }
+                key = await gw.admin(s, "POST", "/admin/v1/keys", json=body)
+                secrets[key["id"]] = key["signing_secret"]
+                url = str(receiver.make_url(f"/hook/{key['id']}"))
+                await gw.admin(s, "PATCH", f"/admin/v1/keys/{key['id']}", json={"webhook_url": url})
+            expected = {f"{k} {t}" for k in secrets for t in ("key.expiring", "key.expired")}
+
+            async def all_heard() -> bool:
+                return len(seen) >= len(expected)
+
+            await until(all_heard, 20)
+            await asyncio.sleep(2.0)  # time for a duplicate to show itself
+    finally:
+        codes = [gw.process.stop() for gw in fleet]
+    assert codes == [0, 0, 0]
+    assert sorted(what for _, what in seen) == sorted(expected)
+    assert len({webhook_id for webhook_id, _ in seen}) == len(seen)

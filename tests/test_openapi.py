@@ -67,6 +67,7 @@ async def test_every_documented_route_answers_as_documented(gw: Running) -> None
         ("post", "/admin/v1/accounts/{account_id}/callback-origins"): {"origin": "b.example"},
         ("post", "/admin/v1/keys"): {"account_id": account["id"]},
         ("patch", "/admin/v1/keys/{key_id}"): {"name": "z"},
+        ("post", "/admin/v1/events"): {"type": "order.paid", "account_id": account["id"]},
     }
     order = sorted(
         ((p, m) for p, ops in doc["paths"].items() for m in ops),

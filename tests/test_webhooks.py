@@ -106,7 +106,8 @@ async def test_events_arrive_signed_and_verifiable(
     assert secret not in r.seen[0]["body"] and key["key"] not in r.seen[0]["body"]
     await hooks.admin("POST", f"/admin/v1/keys/{key['id']}/revoke")
     await wait_for(lambda: len(r.seen) == 2)
-    assert verify(secret, r.seen[1])["type"] == "key.revoked"
+    revoked = verify(secret, r.seen[1])
+    assert revoked["type"] == "key.revoked" and revoked["data"]["key"]["revoked_at"] is not None
     (done, first) = await settled(hooks, 2, key_id=key["id"], status="succeeded")
     assert done["status"] == first["status"] == "succeeded"
     assert done["attempts"][0]["status_code"] == 200
@@ -299,3 +300,141 @@ async def test_undeliverable_deliveries_fail_at_once(
     (gone,) = await settled(hooks, 1, key_id=doomed["id"], status="failed")
     assert gone["event_type"] == "key.regenerated"
     assert all(seen["headers"].get("Host", "").startswith("127.0.0.1") for seen in r.seen)
+
+
+async def test_upstream_events_reach_the_keys_that_listen_in_their_own_world(
+    hooks: Running, receiver: tuple[Receiver, str]
+) -> None:
+    """POST /admin/v1/events: to every live key of the account in one environment (or to one
+    key) whose webhook lists the type; never to a revoked key or across environments."""
+    r, url = receiver
+    account = await hooks.account(provision_production_key=False)
+    aid = account["id"]
+    paid = ["order.paid"]
+    listening = await hooks.key(aid, webhook_url=url, webhook_events=paid)
+    await hooks.key(aid, webhook_url=url, webhook_events=["order.refunded"])
+    testing = await hooks.key(aid, is_test=True, webhook_url=url, webhook_events=paid)
+    revoked = await hooks.key(aid, webhook_url=url, webhook_events=paid)
+    await hooks.admin("POST", f"/admin/v1/keys/{revoked['id']}/revoke")
+    other = await hooks.account("Other", provision_production_key=False)
+    await hooks.key(other["id"], webhook_url=url, webhook_events=["*"])
+    await asyncio.sleep(0.3)
+    before = len(r.seen)
+
+    event = {"type": "order.paid", "account_id": aid, "data": {"order": 7, "total": "9.90"}}
+    status, accepted = await hooks.admin("POST", "/admin/v1/events", json=event)
+    assert status == 202, accepted
+    assert accepted["id"].startswith("evt_") and accepted["deliveries"] == 1
+    await wait_for(lambda: len(r.seen) == before + 1)
+    got = verify(listening["signing_secret"], r.seen[-1])
+    assert got["type"] == "order.paid"
+    assert got["data"] == {
+        "order": 7,
+        "total": "9.90",
+        "account_id": aid,
+        "key_id": listening["id"],
+        "environment": "production",
+    }
+    (delivery,) = await settled(hooks, 1, event_id=accepted["id"], status="succeeded")
+    assert delivery["key_id"] == listening["id"] and delivery["event_type"] == "order.paid"
+
+    # The test world hears only what is raised for it, by environment or by key.
+    for sent in (
+        {**event, "environment": "test"},
+        {**event, "account_id": None, "key_id": testing["id"]},
+    ):
+        status, accepted = await hooks.admin("POST", "/admin/v1/events", json=sent)
+        assert status == 202 and accepted["deliveries"] == 1, accepted
+        expected = len(r.seen) + 1
+        await wait_for(lambda: len(r.seen) == expected)  # noqa: B023 - awaited right here
+        got = verify(testing["signing_secret"], r.seen[-1])
+        assert got["data"]["environment"] == "test" and got["data"]["key_id"] == testing["id"]
+    await asyncio.sleep(0.3)
+    assert len(r.seen) == before + 3
+
+    # Mistakes get a problem naming the field, and queue nothing.
+    bad = [
+        ({"type": "order.paid"}, "account_id"),
+        ({"type": "order.paid", "account_id": aid, "key_id": listening["id"]}, "account_id"),
+        ({"type": "key.revoked", "account_id": aid}, "type"),
+        ({"type": "Order Paid", "account_id": aid}, "type"),
+        ({"type": "order.paid", "account_id": aid, "data": {"key_id": "x"}}, "data.key_id"),
+        ({"type": "order.paid", "account_id": aid, "data": {"blob": "x" * 70_000}}, "data"),
+        ({"type": "order.paid", "account_id": aid, "data": {"n": [2**70]}}, "data"),
+        (
+            {"type": "order.paid", "key_id": testing["id"], "environment": "production"},
+            "environment",
+        ),
+        ({"type": "order.paid", "account_id": aid, "environment": "staging"}, "environment"),
+    ]
+    for body, field in bad:
+        status, problem = await hooks.admin("POST", "/admin/v1/events", json=body)
+        assert status == 400, (body, problem)
+        assert field in {e["field"] for e in problem["errors"]}, problem
+    for body in ({"type": "order.paid", "account_id": "acct_nope"}, {"type": "x.y", "key_id": "k"}):
+        status, problem = await hooks.admin("POST", "/admin/v1/events", json=body)
+        assert status == 404, problem
+    await asyncio.sleep(0.3)
+    assert len(r.seen) == before + 3
+
+    # The same through the CLI.
+    from test_admin_cli import cli
+
+    code, out, _ = await cli(
+        hooks, "webhooks", "publish", "order.paid", "--account", aid, "--data", '{"order": 8}'
+    )
+    assert code == 0 and out.startswith("published evt_") and "1 deliveries queued" in out, out
+    await wait_for(lambda: len(r.seen) == before + 4)
+    assert verify(listening["signing_secret"], r.seen[-1])["data"]["order"] == 8
+    event_id = out.split()[1].rstrip(":")
+    code, out, _ = await cli(hooks, "webhooks", "deliveries", "--event", event_id)
+    assert code == 0 and "order.paid" in out and out.count("\n") == 2, out
+    code, _, err = await cli(hooks, "webhooks", "publish", "x.y", "--account", aid, "--data", "[1]")
+    assert code == 2 and "must be a JSON object" in err
+
+
+async def test_keys_hear_once_that_they_will_expire_and_once_that_they_have(
+    tmp_path: Path,
+    upstream: TestServer,
+    store_kind: str,
+    request: pytest.FixtureRequest,
+    receiver: tuple[Receiver, str],
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from conftest import LOOPBACK_WEBHOOKS, gateway_on
+
+    def soon(seconds: float) -> str:
+        return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+    r, url = receiver
+    warning = 2.0  # seconds before expires_at
+    settings = {**LOOPBACK_WEBHOOKS, "expiry_warning_days": warning / 86400}
+    async with gateway_on(store_kind, request, tmp_path, upstream, settings) as gw:
+        account = await gw.account(provision_production_key=False)
+        events = ["key.expiring", "key.expired"]
+        created = time.time()
+        key = await gw.key(
+            account["id"], expires_at=soon(4), webhook_url=url, webhook_events=events
+        )
+        # Far from its expiry, and revoked before it: neither hears anything (they are in
+        # another account: a key hears of the other keys of its own account too).
+        other = await gw.account("Other", provision_production_key=False)
+        await gw.key(other["id"], expires_in=3600, webhook_url=url, webhook_events=events)
+        doomed = await gw.key(
+            other["id"], expires_at=soon(3), webhook_url=url, webhook_events=events
+        )
+        await gw.admin("POST", f"/admin/v1/keys/{doomed['id']}/revoke")
+        await wait_for(lambda: len(r.seen) >= 2, 15)
+        await asyncio.sleep(1.5)  # time for a duplicate to show itself
+        assert len(r.seen) == 2, [s["body"] for s in r.seen]
+        expiring, expired = (verify(key["signing_secret"], s) for s in r.seen)
+        assert expiring["type"] == "key.expiring" and expired["type"] == "key.expired"
+        assert expiring["data"]["key"]["id"] == expired["data"]["key"]["id"] == key["id"]
+        assert expiring["data"]["key"]["expires_at"] == key["expires_at"]
+        assert 4 - warning - 1.5 <= r.seen[0]["at"] - created <= 4  # warned ahead, not at once
+        assert r.seen[1]["at"] - created >= 3.9
+        # The data plane agrees: the key is expired.
+        auth = {"Authorization": f"Bearer {key['key']}"}
+        async with gw.session.get(gw.url + "/anything", headers=auth) as resp:
+            assert resp.status == 401

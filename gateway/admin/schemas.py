@@ -264,6 +264,7 @@ class AttemptOut(Out):
 
 class DeliveryOut(Out):
     id: str = Field(description="The webhook-id, the same on every attempt")
+    event_id: str | None = Field(description="The event delivered (one event, a delivery per key)")
     key_id: str
     account_id: str
     environment: Literal["production", "test"]
@@ -273,6 +274,31 @@ class DeliveryOut(Out):
     created_at: str
     next_attempt_at: str | None
     attempts: list[AttemptOut]
+
+
+class EventCreate(Body):
+    type: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$",
+        description="The event's type, e.g. order.paid (key.* is the gateway's own)",
+    )
+    account_id: str | None = Field(
+        default=None, min_length=1, max_length=128, description="Every key of this account"
+    )
+    key_id: str | None = Field(default=None, min_length=1, max_length=128, description="One key")
+    environment: Literal["production", "test"] | None = Field(
+        default=None,
+        description="With account_id: which of its worlds hears it (default production)",
+    )
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The event's own fields (at most 64 KiB as JSON; account_id, key_id and"
+        " environment are set by the gateway)",
+    )
+
+
+class EventAccepted(Out):
+    id: str = Field(description="The event's id (evt_...)")
+    deliveries: int = Field(description="Deliveries queued: keys listening for it")
 
 
 class DeliveryList(Out):

@@ -92,8 +92,19 @@ class Store(Protocol):
         key_id: str | None = None,
         account_id: str | None = None,
         status: str | None = None,
+        event_id: str | None = None,
     ) -> tuple[list[Delivery], str | None]: ...
     async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
+    async def publish_event(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        account_id: str | None,
+        key_id: str | None,
+        environment: str | None,
+        actor: Actor,
+    ) -> tuple[str, int]: ...
     async def retry_delivery(self, delivery_id: str, now: int) -> Delivery: ...
 
     # audit

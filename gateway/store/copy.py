@@ -22,7 +22,7 @@ TABLES: tuple[tuple[str, str], ...] = (
         " created_by, service_account_id, parent_key_id, last_used_at, last_used_ip,"
         " last_used_user_agent, revoked_at, signing_secret, signing_secret_prefix,"
         " previous_signing_secret, previous_signing_secret_until, webhook_url, webhook_events,"
-        " webhook_enabled",
+        " webhook_enabled, expiry_notice",
     ),
     ("callback_origins", "account_id, origin, created_at"),
     (

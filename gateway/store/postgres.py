@@ -240,6 +240,7 @@ class PostgresStore(SqlStore):
                         await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(position))
                 if position is not None:
                     COMMITTED.set(position)
+                self._committed(tx)
             except ProblemError:
                 raise
             except asyncpg.UniqueViolationError as exc:

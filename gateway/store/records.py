@@ -112,6 +112,7 @@ class Delivery:
     attempts: int
     next_attempt_at: int | None
     attempt_log: list[dict[str, Any]] = field(default_factory=list)
+    event_id: str | None = None  # the event it carries (one event, a delivery per key)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -129,6 +129,20 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
     CREATE INDEX webhook_deliveries_by_key ON webhook_deliveries (key_id, seq DESC);
     """,
+    # 5: expiry events (key.expiring once, then key.expired) and event ids. expiry_notice is
+    # what has been raised for a key's expires_at: 0 nothing, 1 the warning, 2 the expiry. Keys
+    # already expired when this runs get no belated news. Each partial index holds only keys
+    # still owed a notice, so finding the next one due is one index probe.
+    """
+    ALTER TABLE api_keys ADD COLUMN expiry_notice INTEGER NOT NULL DEFAULT 0;
+    UPDATE api_keys SET expiry_notice = 2
+        WHERE expires_at <= CAST(strftime('%s', 'now') AS INTEGER) * 1000000;
+    CREATE INDEX api_keys_expiry_warning ON api_keys (expires_at)
+        WHERE expiry_notice = 0 AND expires_at IS NOT NULL;
+    CREATE INDEX api_keys_expiry_notice ON api_keys (expires_at)
+        WHERE expiry_notice < 2 AND expires_at IS NOT NULL;
+    ALTER TABLE webhook_deliveries ADD COLUMN event_id TEXT;
+    """,
 )
 
 
@@ -255,5 +269,16 @@ PG_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
     CREATE INDEX webhook_deliveries_by_key ON webhook_deliveries (key_id, seq DESC);
+    """,
+    # 5: expiry events and event ids, as in SQLite's migration 5.
+    """
+    ALTER TABLE api_keys ADD COLUMN expiry_notice INTEGER NOT NULL DEFAULT 0;
+    UPDATE api_keys SET expiry_notice = 2
+        WHERE expires_at <= (extract(epoch FROM now()) * 1000000)::bigint;
+    CREATE INDEX api_keys_expiry_warning ON api_keys (expires_at)
+        WHERE expiry_notice = 0 AND expires_at IS NOT NULL;
+    CREATE INDEX api_keys_expiry_notice ON api_keys (expires_at)
+        WHERE expiry_notice < 2 AND expires_at IS NOT NULL;
+    ALTER TABLE webhook_deliveries ADD COLUMN event_id TEXT;
     """,
 )

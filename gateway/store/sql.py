@@ -12,8 +12,9 @@ from __future__ import annotations
 import abc
 import base64
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -127,6 +128,7 @@ class Tx(abc.ABC):
     def __init__(self, actor: Actor | None) -> None:
         self.actor = actor
         self.changed = False
+        self.queued = 0  # webhook deliveries this transaction put in the outbox
         self.now = now_us()
 
     @abc.abstractmethod
@@ -184,42 +186,63 @@ class Tx(abc.ABC):
         )
 
     async def raise_event(
-        self, event_type: str, *, account_id: str, is_test: bool, data: dict[str, Any]
-    ) -> int:
-        """Queue `event_type` for every key of the account, in the same environment, whose
-        webhook is enabled and lists the type (or "*"): one outbox row each, in this
-        transaction, so the event exists exactly when the change does. The number queued."""
-        rows = await self.all(
+        self,
+        event_type: str,
+        *,
+        account_id: str,
+        is_test: bool,
+        data: dict[str, Any],
+        subject: str | None = None,
+        only: str | None = None,
+    ) -> tuple[str, int]:
+        """Queue `event_type` for every live key of the account (or `only` that key), in the
+        same environment, whose webhook is enabled and lists the type (or "*"): one outbox row
+        each, in this transaction, so the event exists exactly when the change does. A
+        revoked or expired key hears nothing more, except news of itself (`subject`). The
+        event's id and the number queued."""
+        live = "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)"
+        sql = (
             "SELECT id, webhook_url, webhook_events FROM api_keys WHERE account_id = ?"
-            " AND is_test = ? AND webhook_enabled = 1 AND webhook_url IS NOT NULL",
-            (account_id, int(is_test)),
+            " AND is_test = ? AND webhook_enabled = 1 AND webhook_url IS NOT NULL"
         )
+        params: list[Any] = [account_id, int(is_test)]
+        if only is not None:
+            sql += " AND id = ?"
+            params.append(only)
+        if subject is not None:
+            sql += f" AND (id = ? OR ({live}))"
+            params.extend((subject, self.now))
+        else:
+            sql += f" AND {live}"
+            params.append(self.now)
+        rows = await self.all(sql, params)
         environment = environment_of(is_test)
+        event_id = "evt_" + uuid.uuid4().hex
         queued = 0
-        for key_id, url, events_json in rows:
+        for target_id, url, events_json in rows:
             events = orjson.loads(events_json) if events_json else ["*"]
             if "*" not in events and event_type not in events:
                 continue
-            delivery_id = "msg_" + uuid.uuid4().hex
             body = orjson.dumps(
                 {
                     "type": event_type,
                     "timestamp": to_rfc3339(self.now),
                     "data": {
-                        "account_id": account_id,
-                        "key_id": key_id,
-                        "environment": environment,
                         **data,
+                        "account_id": account_id,
+                        "key_id": target_id,
+                        "environment": environment,
                     },
                 }
             ).decode()
             await self.execute(
-                "INSERT INTO webhook_deliveries (id, key_id, account_id, environment,"
+                "INSERT INTO webhook_deliveries (id, event_id, key_id, account_id, environment,"
                 " event_type, url, body, created_at, status, next_attempt_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
                 (
-                    delivery_id,
-                    key_id,
+                    "msg_" + uuid.uuid4().hex,
+                    event_id,
+                    target_id,
                     account_id,
                     environment,
                     event_type,
@@ -230,7 +253,8 @@ class Tx(abc.ABC):
                 ),
             )
             queued += 1
-        return queued
+        self.queued += queued
+        return event_id, queued
 
 
 class IndexRead(abc.ABC):
@@ -249,6 +273,13 @@ class IndexRead(abc.ABC):
 class SqlStore(abc.ABC):
     """Everything the `Store` protocol asks, over a dialect's `_write`, `_index_read`, `_one`
     and `_all`."""
+
+    # Called after a commit that put webhook deliveries in the outbox (the sender's wake-up).
+    on_queued: Callable[[], None] | None = None
+
+    def _committed(self, tx: Tx) -> None:
+        if tx.queued and self.on_queued is not None:
+            self.on_queued()
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -767,7 +798,8 @@ class SqlStore(abc.ABC):
                 "key.revoked",
                 account_id=child.account_id,
                 is_test=child.is_test,
-                data={"key": _event_key(child), "cascade_from": key_id},
+                data={"key": _event_key(replace(child, revoked_at=tx.now)), "cascade_from": key_id},
+                subject=child.id,
             )
 
     async def delete_key(self, key_id: str, actor: Actor) -> None:
@@ -820,7 +852,8 @@ class SqlStore(abc.ABC):
                 "key.revoked",
                 account_id=key.account_id,
                 is_test=key.is_test,
-                data={"key": _event_key(key)},
+                data={"key": _event_key(replace(key, revoked_at=tx.now))},
+                subject=key_id,
             )
             await self._revoke_descendants(tx, key_id)
             return await self._locked_key(tx, key_id)
@@ -921,6 +954,106 @@ class SqlStore(abc.ABC):
             )
         return [_delivery(r) for r in found]
 
+    async def next_delivery_at(self) -> int | None:
+        """When the outbox next has something to do: the earliest due time of a pending
+        delivery (for one in flight, when its lease ends); None when nothing is pending."""
+        row = await self._one(
+            "SELECT min(CASE WHEN claimed_until > next_attempt_at THEN claimed_until"
+            " ELSE next_attempt_at END) FROM webhook_deliveries WHERE status = 'pending'"
+        )
+        return None if row is None or row[0] is None else int(row[0])
+
+    async def publish_event(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        account_id: str | None,
+        key_id: str | None,
+        environment: str | None,
+        actor: Actor,
+    ) -> tuple[str, int]:
+        """An event the upstream raises (`POST /admin/v1/events`), for every live key of the
+        account in `environment` (default production) or for one key (in its own
+        environment), whose webhook listens for it. The event id and the deliveries queued."""
+        async with self._write(actor, ordered=False) as tx:
+            if key_id is not None:
+                row = await tx.one(
+                    "SELECT account_id, is_test FROM api_keys WHERE id = ?", (key_id,)
+                )
+                if row is None:
+                    raise NotFoundError("Key not found", title="Key not found")
+                account_id, is_test = row[0], bool(row[1])
+                if environment is not None and environment != environment_of(is_test):
+                    raise ValidationError(
+                        [
+                            {
+                                "field": "environment",
+                                "message": f"the key is a {environment_of(is_test)} key",
+                            }
+                        ]
+                    )
+            else:
+                assert account_id is not None
+                is_test = environment == "test"
+            status = await tx.one("SELECT status FROM accounts WHERE id = ?", (account_id,))
+            if status is None:
+                raise NotFoundError("Account not found", title="Account not found")
+            if status[0] != ACTIVE:  # a deactivated account's keys hear nothing
+                return "evt_" + uuid.uuid4().hex, 0
+            return await tx.raise_event(
+                event_type,
+                account_id=account_id,
+                is_test=is_test,
+                data=data,
+                only=key_id,
+            )
+
+    async def raise_expiry_events(self, now: int, warning_us: int, limit: int = 100) -> int:
+        """`key.expiring` once for each key whose expiry is within `warning_us` (0: none) and
+        `key.expired` once it has passed, each in the transaction that records it was raised
+        (so each instance of a fleet may look, and each notice is raised once). A revoked key
+        is past news: marked, nothing raised. The number of keys seen to."""
+        warn_before = now + warning_us if warning_us > 0 else now
+        due_warning = "expiry_notice = 0 AND expires_at IS NOT NULL AND expires_at <= ?"
+        due_expiry = "expiry_notice < 2 AND expires_at IS NOT NULL AND expires_at <= ?"
+        # Plain reads first, each one probe of its partial index: most looks find nothing.
+        warn = await self._one(
+            f"SELECT 1 FROM api_keys WHERE {due_warning} LIMIT 1", (warn_before,)
+        )
+        expire = await self._one(f"SELECT 1 FROM api_keys WHERE {due_expiry} LIMIT 1", (now,))
+        if warn is None and expire is None:
+            return 0
+        seen = 0
+        async with self._write(None, ordered=False) as tx:
+            # Two queries, one per index (an OR would scan the table); expiries first.
+            rows: dict[str, Any] = {}
+            for where, until in ((due_expiry, now), (due_warning, warn_before)):
+                for row in await tx.all(
+                    f"SELECT {_KEY_COLUMNS}, expiry_notice FROM api_keys WHERE {where}"
+                    f" ORDER BY expires_at LIMIT ?{self._skip_locked}",
+                    (until, limit),
+                ):
+                    rows.setdefault(row[0], row)
+            for row in rows.values():
+                key, notice = _key_record(row[:-1]), int(row[-1])
+                assert key.expires_at is not None
+                expired = key.expires_at <= now
+                marked = await tx.execute(
+                    "UPDATE api_keys SET expiry_notice = ? WHERE id = ? AND expiry_notice = ?",
+                    (2 if expired or key.revoked_at is not None else 1, key.id, notice),
+                )
+                if marked and key.revoked_at is None:
+                    await tx.raise_event(
+                        "key.expired" if expired else "key.expiring",
+                        account_id=key.account_id,
+                        is_test=key.is_test,
+                        data={"key": _event_key(key)},
+                        subject=key.id,
+                    )
+                seen += 1
+        return seen
+
     async def webhook_target(self, key_id: str) -> WebhookTarget | None:
         """Where and how a key's deliveries go now (None: the key is gone)."""
         row = await self._one(
@@ -974,10 +1107,16 @@ class SqlStore(abc.ABC):
         key_id: str | None = None,
         account_id: str | None = None,
         status: str | None = None,
+        event_id: str | None = None,
     ) -> tuple[list[Delivery], str | None]:
         where: list[str] = []
         params: list[Any] = []
-        for column, value in (("key_id", key_id), ("account_id", account_id), ("status", status)):
+        for column, value in (
+            ("key_id", key_id),
+            ("account_id", account_id),
+            ("status", status),
+            ("event_id", event_id),
+        ):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
@@ -1084,7 +1223,7 @@ class SqlStore(abc.ABC):
 
 _DELIVERY_COLUMNS = (
     "id, key_id, account_id, environment, event_type, url, body, created_at, status, attempts,"
-    " next_attempt_at, attempt_log"
+    " next_attempt_at, attempt_log, event_id"
 )
 
 
@@ -1102,6 +1241,7 @@ def _delivery(row: Sequence[Any]) -> Delivery:
         attempts=row[9],
         next_attempt_at=row[10],
         attempt_log=orjson.loads(row[11]),
+        event_id=row[12],
     )
 
 

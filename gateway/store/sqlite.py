@@ -207,6 +207,7 @@ class SQLiteStore(SqlStore):
             finally:
                 if tx.changed:
                     self.revision.bump()
+            self._committed(tx)
 
     @staticmethod
     async def _rollback(conn: aiosqlite.Connection) -> None:
