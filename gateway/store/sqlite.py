@@ -29,6 +29,22 @@ from gateway.store.sql import IndexRead, SqlStore, Tx
 
 log = logging.getLogger("gateway.store")
 BUSY_TIMEOUT_MS = 2000
+MIGRATE_WAIT_MS = 120_000  # how long a process waits for another one's migration
+
+
+def _statements(script: str) -> list[str]:
+    """A migration script as single statements (a transaction is driven one at a time)."""
+    out, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    if pending.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in pending.splitlines()
+    ):
+        raise ValueError(f"incomplete statement in a migration: {pending.strip()[:80]!r}")
+    return out
 
 
 class SQLiteTx(Tx):
@@ -132,19 +148,36 @@ class SQLiteStore(SqlStore):
         return conn
 
     async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        async with conn.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        version = int(row[0]) if row else 0
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this gateway "
-                f"knows ({len(MIGRATIONS)}): upgrade the gateway"
-            )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            # executescript commits first; the script and its version bump are one transaction.
-            await conn.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-            )
+        """Bring the schema up to date, one migration per transaction. Any number of processes
+        may do this at once on one file: each migration starts with BEGIN IMMEDIATE (one
+        writer at a time) and reads the version inside that transaction, so a migration
+        another process applied meanwhile is seen, not applied twice."""
+        await conn.execute(f"PRAGMA busy_timeout = {MIGRATE_WAIT_MS}")  # a big migration
+        try:
+            while True:
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    async with conn.execute("PRAGMA user_version") as cur:
+                        row = await cur.fetchone()
+                    version = int(row[0]) if row else 0
+                    if version > len(MIGRATIONS):
+                        raise StoreError(
+                            f"{self.path} has schema version {version}, newer than this "
+                            f"gateway knows ({len(MIGRATIONS)}): upgrade the gateway"
+                        )
+                    if version == len(MIGRATIONS):
+                        await conn.execute("COMMIT")
+                        return
+                    for statement in _statements(MIGRATIONS[version]):
+                        await conn.execute(statement)
+                    await conn.execute(f"PRAGMA user_version = {version + 1}")
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    await self._rollback(conn)
+                    raise
+                log.info("store %s migrated to schema version %d", self.path, version + 1)
+        finally:
+            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     async def close(self) -> None:
         for conn in (self._index_reader, self._reader, self._writer):
