@@ -8,6 +8,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from gateway import __version__, admin_cli
 from gateway.config import admin_token_error, load_settings
@@ -42,6 +43,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     copy.add_argument("--config", "-c", required=True, metavar="FILE", help="TOML configuration")
     copy.add_argument("--to", required=True, metavar="URL", help="the target store's URL")
+    backup = store_sub.add_parser(
+        "backup",
+        help="copy a live SQLite store into a new file (consistent while gateways write)",
+        description="SQLite's online backup API: the copy is the store at one moment, checked "
+        "after it is written. For PostgreSQL, use pg_dump (this command says how).",
+    )
+    backup.add_argument("--config", "-c", required=True, metavar="FILE", help="TOML configuration")
+    backup.add_argument("--to", required=True, metavar="PATH", help="a new file for the copy")
+    check = store_sub.add_parser(
+        "check", help="integrity check, schema version and row counts (exit 1 on a problem)"
+    )
+    check.add_argument("--config", "-c", required=True, metavar="FILE", help="TOML configuration")
+
+    migrate = sub.add_parser(
+        "migrate",
+        help="apply the store's pending schema migrations (or --check: report them, exit 1)",
+        description="Bring the store's schema up to date, so a new release can be rolled out "
+        "onto it; `gateway serve` does the same when it starts unless "
+        "store.migrate_on_start = false. Safe while older gateways run on the store.",
+    )
+    migrate.add_argument("--config", "-c", required=True, metavar="FILE", help="TOML configuration")
+    migrate.add_argument(
+        "--check", action="store_true", help="only report; exit 1 if migrations are pending"
+    )
 
     admin_cli.add_parser(sub)
     return parser
@@ -57,7 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "admin":
         return admin_cli.run(args)
     if args.command == "store":
+        if args.store_command == "backup":
+            return _store_backup(args.config, args.to)
+        if args.store_command == "check":
+            return _store_check(args.config)
         return _store_copy(args.config, args.to)
+    if args.command == "migrate":
+        return _migrate(args.config, args.check)
     parser.print_help(sys.stderr)
     return EXIT_CONFIG
 
@@ -137,6 +168,111 @@ def _store_copy(path: str, to: str) -> int:
         "counts verified"
     )
     return EXIT_OK
+
+
+def _migrate(path: str, check_only: bool) -> int:
+    from gateway.config import redact_url
+    from gateway.server import run
+    from gateway.store.factory import make_store
+    from gateway.store.sql import SchemaBehind
+
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}", EXIT_CONFIG)
+    where = f"store {redact_url(settings.store.url)}"
+    store = make_store(settings.store, os.environ)
+
+    async def main() -> None:
+        await store.open("require" if check_only else "apply")
+        await store.close()
+
+    try:
+        run(main())
+    except SchemaBehind as exc:
+        pending = exc.latest - exc.found
+        print(
+            f"{where}: schema version {exc.found}, this gateway's is {exc.latest}:"
+            f" {pending} migration{'s' * (pending != 1)} pending"
+        )
+        return EXIT_FAILURE
+    except StoreError as exc:
+        return _fail(f"cannot migrate: {exc}", EXIT_FAILURE)
+    if store.schema_found == store.schema_version:
+        print(f"{where}: schema version {store.schema_version}, up to date")
+    else:
+        print(
+            f"{where}: migrated from schema version {store.schema_found} to {store.schema_version}"
+        )
+    return EXIT_OK
+
+
+def _store_backup(path: str, to: str) -> int:
+    from pathlib import Path
+
+    from gateway.config import redact_url
+    from gateway.store.maintenance import backup_sqlite
+
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}", EXIT_CONFIG)
+    if settings.store.is_postgres:
+        return _fail(
+            "store backup copies SQLite files; back up PostgreSQL with its own tools, e.g."
+            f" pg_dump --format=custom --file {to} '{redact_url(settings.store.url)}'"
+            " (restore with pg_restore into an empty database)",
+            EXIT_CONFIG,
+        )
+    try:
+        report = backup_sqlite(settings.store.sqlite_path, Path(to))
+    except StoreError as exc:
+        return _fail(f"cannot back up: {exc}", EXIT_FAILURE)
+    key = settings.webhooks.secret_key_env
+    sealed = f"${key}" if key else f"{settings.store.sqlite_path}-secret.key"
+    print(f"backed up {redact_url(settings.store.url)} to {to}: " + _summary(report))
+    print(f"signing secrets in it open only with the key in {sealed}: keep that key safe too")
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def _store_check(path: str) -> int:
+    from gateway.config import redact_url
+    from gateway.server import run
+    from gateway.store.factory import make_store
+    from gateway.store.maintenance import Report, check_postgres, check_sqlite
+    from gateway.store.postgres import PostgresStore
+
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}", EXIT_CONFIG)
+
+    async def main() -> Report:
+        store = make_store(settings.store, os.environ)
+        assert isinstance(store, PostgresStore)
+        await store.open("skip")
+        try:
+            return await check_postgres(store)
+        finally:
+            await store.close()
+
+    try:
+        if settings.store.is_postgres:
+            report = run(main())
+        else:
+            report = check_sqlite(settings.store.sqlite_path)
+    except StoreError as exc:
+        return _fail(f"cannot check: {exc}", EXIT_FAILURE)
+    print(f"store {redact_url(settings.store.url)}: " + _summary(report))
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def _summary(report: Any) -> str:
+    counts = ", ".join(f"{n} {name}" for name, n in report.counts.items())
+    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    return f"schema version {report.schema_version}; {counts or 'not counted'}; {verdict}"
 
 
 def _demo(port: int, admin_port: int) -> int:

@@ -96,6 +96,7 @@ class StoreSettings:
     propagation_timeout: float = 2.0  # fleet: the longest an admin change waits for the others
     max_staleness: float = 15.0  # fleet: out of touch this long -> 503 for keyed requests
     pool_size: int = 8  # PostgreSQL: connections per process (plus one listening)
+    migrate_on_start: bool = True  # false: refuse to start with migrations pending
 
     @property
     def is_postgres(self) -> bool:
@@ -104,6 +105,11 @@ class StoreSettings:
     @property
     def sqlite_path(self) -> Path:
         return sqlite_path(self.url)
+
+    @property
+    def migrate_mode(self) -> str:
+        """How `gateway serve` opens the store (see SqlStore.open)."""
+        return "apply" if self.migrate_on_start else "require"
 
 
 RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)  # seconds
@@ -438,6 +444,7 @@ def _store(sec: _Section) -> StoreSettings:
         propagation_timeout=sec.number("propagation_timeout", 2.0, positive=True),
         max_staleness=sec.number("max_staleness", 15.0, positive=True),
         pool_size=sec.integer("pool_size", 8, minimum=1, maximum=1000),
+        migrate_on_start=sec.boolean("migrate_on_start", True),
     )
     sec.finish()
     if settings.password_env is not None and not settings.is_postgres:
@@ -470,6 +477,8 @@ def redact_url(url: str) -> str:
     (`password=`, `sslpassword=`), becomes `***`."""
     parts = urlsplit(url)
     netloc = parts.netloc
+    if netloc == "" and url.startswith("sqlite:"):
+        return url  # a file path: nothing secret, and urlunsplit would drop its slashes
     if "@" in netloc:
         userinfo, _, host = netloc.rpartition("@")
         user, colon, _ = userinfo.partition(":")

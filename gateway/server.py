@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.admin.state import AdminToken
 from gateway.config import Settings, load_settings
@@ -23,6 +23,7 @@ from gateway.runtime import AdminRuntime, DataPlaneRuntime, reloadable, webhook_
 from gateway.signing import load_box
 from gateway.store.factory import make_store
 
+T = TypeVar("T")
 log = logging.getLogger("gateway")
 
 
@@ -56,7 +57,7 @@ class Gateway:
 
     async def start(self) -> None:
         token = AdminToken.from_settings(self.settings, self.environ)
-        await self.store.open()
+        await self.store.open(self.settings.store.migrate_mode)
         try:
             box = load_box(self.settings, self.environ)
             self.data = DataPlaneRuntime(self.settings, self.store, box)
@@ -150,11 +151,10 @@ async def serve(settings: Settings, ready: Callable[[Gateway], None] | None = No
     log.info("stopped")
 
 
-def run(main: Coroutine[Any, Any, None]) -> None:
+def run(main: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine on uvloop when available (the default), else asyncio's loop."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
-        asyncio.run(main)
-        return
-    uvloop.run(main)
+        return asyncio.run(main)
+    return uvloop.run(main)

@@ -59,7 +59,7 @@ async def _worker(settings: Settings, worker_id: int, conn: Connection) -> None:
     store = make_store(settings.store, os.environ)
     data: DataPlaneRuntime | None = None
     try:
-        await store.open()
+        await store.open(settings.store.migrate_mode)
         data = DataPlaneRuntime(settings, store, load_box(settings, os.environ))
         await data.start()
     except Exception as exc:  # reported to the supervisor, which says it in one line
@@ -142,7 +142,8 @@ class Supervisor:
 
     async def start(self) -> None:
         token = AdminToken.from_settings(self.settings, self.environ)
-        await self.store.open()  # migrations run once, here, before any worker opens the file
+        # Migrations run once, here, before any worker opens the file.
+        await self.store.open(self.settings.store.migrate_mode)
         try:
             box = load_box(self.settings, self.environ)  # and the key file, before the workers
             for worker in self.workers:

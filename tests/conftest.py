@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import os
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,48 @@ async def upstream(aiohttp_server: Callable[..., Any]) -> TestServer:
 # gateway subprocesses started by the tests inherit it.
 SECRET_KEY_ENV = "KEYGATE_TEST_SECRET_KEY"
 os.environ.setdefault(SECRET_KEY_ENV, base64.b64encode(b"k" * 32).decode())
+
+
+# What must never appear in any log the suite's gateways write: the admin token, the key that
+# seals signing secrets, a whole API key, a signing secret.
+LEAKS = (
+    re.compile(r"[a-z][a-z0-9]{0,19}_(?:live|test)_[0-9A-Za-z]{40,}"),
+    re.compile(r"whsec_[A-Za-z0-9+/]{40,}={0,2}"),
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every log of the run (the subprocess gateways' files, and a file the in-process
+    gateways' log records also go to) is searched, at the end, for the secrets in use."""
+    from support import ADMIN_TOKEN
+
+    from gateway.keys import KEY_LENGTH, has_valid_checksum
+
+    base = tmp_path_factory.getbasetemp()
+    handler = logging.FileHandler(base / "in-process.log")
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("gateway")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+    handler.close()
+    secrets = (ADMIN_TOKEN, os.environ[SECRET_KEY_ENV])
+    leaks = []
+    for log in base.rglob("*.log"):
+        text = log.read_text(errors="replace")
+        found = [s for s in secrets if s in text]
+        for match in LEAKS[0].finditer(text):
+            key = match.group(0)[:KEY_LENGTH]
+            if len(key) == KEY_LENGTH and has_valid_checksum(key.encode()):
+                found.append(key[:12] + "...")
+        found += [m.group(0)[:10] + "..." for m in LEAKS[1].finditer(text)]
+        if found:
+            leaks.append(f"{log.relative_to(base)}: {sorted(set(found))[:5]}")
+    assert not leaks, "secrets in logs:\n" + "\n".join(leaks)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -285,20 +285,25 @@ usage_flush_seconds = 0.2
 class GatewayProcess:
     """`gateway serve --config FILE` as a child process, stdout captured to a file."""
 
-    def __init__(self, config: Path, log_path: Path) -> None:
+    def __init__(self, config: Path, log_path: Path, code: Path | None = None) -> None:
+        """`code`: run the gateway package found in that directory (an older release)."""
         self.config = config
         self.log_path = log_path
+        self.code = code
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = None
 
     def start(self, port: int, admin_port: int, timeout: float = 15.0) -> None:
         env = dict(os.environ, **{ADMIN_ENV: ADMIN_TOKEN})
+        if self.code is not None:
+            env["PYTHONPATH"] = str(self.code)
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--config", str(self.config)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=self.code,  # not the repository root, whose gateway/ would come first
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

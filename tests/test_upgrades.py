@@ -4,13 +4,18 @@ and real store files."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from support import ADMIN_TOKEN, GatewayProcess, free_port, write_config
+from support import ADMIN_ENV, ADMIN_TOKEN, GatewayProcess, bearer, free_port, write_config
 
 from gateway.store.schema import MIGRATIONS
 
@@ -50,3 +55,256 @@ async def test_five_processes_starting_together_on_a_fresh_sqlite_file_all_come_
     assert "Traceback" not in logs
     # Each migration was applied by exactly one of them.
     assert logs.count("migrated to schema version 1") == 1
+
+
+PREVIOUS_RELEASE = "2cb2c61"  # the last release landed before schema version 5
+PREVIOUS_SCHEMA = 4
+
+
+def gateway_cli(*args: str, code: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, **{ADMIN_ENV: ADMIN_TOKEN})
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=code,
+        timeout=60,
+    )
+
+
+def previous_schema_store(path: Path) -> None:
+    """A store as the previous release left it: its migrations (the first PREVIOUS_SCHEMA of
+    ours: migrations are only ever appended), an account and a key long expired."""
+    with sqlite3.connect(path) as conn:
+        for script in MIGRATIONS[:PREVIOUS_SCHEMA]:
+            conn.executescript(script)
+        conn.execute(f"PRAGMA user_version = {PREVIOUS_SCHEMA}")
+        conn.execute("INSERT INTO accounts VALUES ('acct_old', 'Old', 'active', 1, 1)")
+        conn.execute(
+            "INSERT INTO api_keys (id, account_id, name, key_hash, key_prefix, key_last4, scopes,"
+            " is_test, expires_at, created_at, updated_at, created_by)"
+            " VALUES ('key_old', 'acct_old', 'old', ?, 'sk_live_abc', 'wxyz', '[]', 0, 5, 1, 1,"
+            " 'admin')",
+            (b"h" * 32,),
+        )
+    conn.close()
+    path.chmod(0o600)
+
+
+def test_migrate_reports_applies_and_serve_can_refuse_a_store_behind(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    db = tmp_path / "old.db"
+    previous_schema_store(db)
+    port, admin_port = free_port(), free_port()
+    up = str(upstream.make_url("")).rstrip("/")
+    strict = write_config(
+        tmp_path / "strict.toml", up, db, port, admin_port, "migrate_on_start = false\n"
+    )
+    latest, pending = len(MIGRATIONS), len(MIGRATIONS) - PREVIOUS_SCHEMA
+
+    done = gateway_cli("migrate", "--config", str(strict), "--check")
+    assert done.returncode == 1, done
+    assert done.stdout == (
+        f"store sqlite:///{db}: schema version {PREVIOUS_SCHEMA}, this gateway's is {latest}:"
+        f" {pending} migration{'s' * (pending != 1)} pending\n"
+    )
+    done = gateway_cli("store", "check", "--config", str(strict))
+    assert done.returncode == 1 and "behind this gateway's" in done.stdout, done
+    # migrate_on_start = false: serve refuses, in one line naming the command to run.
+    done = gateway_cli("serve", "--config", str(strict))
+    assert done.returncode == 1, done
+    assert done.stderr.count("\n") == 1 and "gateway migrate --config" in done.stderr, done
+    assert "Traceback" not in done.stderr + done.stdout
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == PREVIOUS_SCHEMA
+
+    done = gateway_cli("migrate", "--config", str(strict))
+    assert done.returncode == 0, done
+    assert done.stdout == (
+        f"store sqlite:///{db}: migrated from schema version {PREVIOUS_SCHEMA} to {latest}\n"
+    )
+    done = gateway_cli("migrate", "--config", str(strict), "--check")
+    assert (done.returncode, done.stdout) == (
+        0,
+        f"store sqlite:///{db}: schema version {latest}, up to date\n",
+    )
+    done = gateway_cli("store", "check", "--config", str(strict))
+    assert done.returncode == 0, done
+    assert f"schema version {latest}; 1 accounts, 1 keys, 0 revoked keys" in done.stdout
+    assert done.stdout.rstrip().endswith("; ok")
+    with sqlite3.connect(db) as conn:  # a key that expired before the upgrade: no late news
+        assert conn.execute("SELECT expiry_notice FROM api_keys").fetchone()[0] == 2
+    conn.close()
+    # A store newer than this gateway is refused by every command, in one line.
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"PRAGMA user_version = {latest + 1}")
+    conn.close()
+    for args in (("migrate", "--config", str(strict)), ("serve", "--config", str(strict))):
+        done = gateway_cli(*args)
+        assert done.returncode == 1 and "upgrade the gateway" in done.stderr, done
+        assert done.stderr.count("\n") == 1
+
+
+async def test_an_old_release_keeps_serving_while_the_store_is_upgraded_beside_it(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    """Expand, then contract: the previous release runs on the store while `gateway migrate`
+    and then a new release start on it; traffic through the old process never fails, and
+    each process honours keys and revocations made through the other."""
+    root = Path(__file__).resolve().parents[1]
+    found = subprocess.run(
+        ["git", "-C", str(root), "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"],
+        capture_output=True,
+    )
+    if found.returncode != 0:
+        pytest.skip(f"release {PREVIOUS_RELEASE} is not in this clone's history")
+    old_code = tmp_path / "previous"
+    old_code.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", PREVIOUS_RELEASE, "gateway"],
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(["tar", "-x", "-C", str(old_code)], input=archive.stdout, check=True)
+
+    up = str(upstream.make_url("")).rstrip("/")
+    db = tmp_path / "shared.db"
+    ports = [(free_port(), free_port()) for _ in range(2)]
+    old_cfg = write_config(tmp_path / "old.toml", up, db, *ports[0])
+    new_cfg = write_config(tmp_path / "new.toml", up, db, *ports[1])
+    old = GatewayProcess(old_cfg, tmp_path / "old.log", code=old_code)
+    new = GatewayProcess(new_cfg, tmp_path / "new.log")
+    old_url, old_admin = (f"http://127.0.0.1:{p}" for p in ports[0])
+    new_url, new_admin = (f"http://127.0.0.1:{p}" for p in ports[1])
+    old.start(*ports[0])
+    failures: list[int] = []
+    served = 0
+    try:
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == PREVIOUS_SCHEMA
+        conn.close()
+        async with aiohttp.ClientSession(headers=ADMIN) as s:
+            async with s.post(old_admin + "/admin/v1/accounts", json={"name": "Old"}) as resp:
+                old_key = (await resp.json())["production_key"]
+
+            async def traffic() -> None:
+                nonlocal served
+                async with aiohttp.ClientSession() as c:
+                    while True:
+                        async with c.get(old_url + "/x", headers=bearer(old_key["key"])) as r:
+                            served += 1
+                            if r.status != 200:
+                                failures.append(r.status)
+                        await asyncio.sleep(0.005)
+
+            flowing = asyncio.get_running_loop().create_task(traffic())
+            await asyncio.sleep(0.3)
+            done = await asyncio.to_thread(gateway_cli, "migrate", "--config", str(new_cfg))
+            assert done.returncode == 0 and "migrated from schema version 4" in done.stdout, done
+            await asyncio.to_thread(new.start, *ports[1])
+            await asyncio.sleep(0.3)
+            flowing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flowing
+            assert served > 20 and failures == [], (served, failures)
+
+            # Keys made on either side work on both; the old admin API still writes.
+            async with s.post(new_admin + "/admin/v1/accounts", json={"name": "New"}) as resp:
+                new_key = (await resp.json())["production_key"]
+            account = old_key["account_id"]
+            body = {"account_id": account, "is_test": True, "name": "from-old"}
+            async with s.post(old_admin + "/admin/v1/keys", json=body) as resp:
+                assert resp.status == 201, await resp.text()
+                from_old = await resp.json()
+            for key in (old_key, new_key, from_old):
+                for url in (old_url, new_url):
+                    assert await status_of(url, key["key"]) == 200, (url, key["name"])
+            # A revocation through the new release is honoured by the old one at once.
+            async with s.post(new_admin + f"/admin/v1/keys/{old_key['id']}/revoke") as resp:
+                assert resp.status == 200
+            assert await status_of(old_url, old_key["key"]) == 401
+            async with s.post(old_admin + f"/admin/v1/keys/{new_key['id']}/revoke") as resp:
+                assert resp.status == 200
+            assert await status_of(new_url, new_key["key"]) == 401
+    finally:
+        codes = [old.stop(), new.stop()]
+    assert codes == [0, 0], (old.log_path.read_text()[-2000:], new.log_path.read_text()[-2000:])
+    for proc in (old, new):
+        assert "Traceback" not in proc.log_path.read_text()
+
+
+async def status_of(url: str, key: str) -> int:
+    async with aiohttp.ClientSession() as c, c.get(url + "/x", headers=bearer(key)) as resp:
+        return resp.status
+
+
+async def test_a_backup_taken_under_write_load_holds_every_acknowledged_key(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    up = str(upstream.make_url("")).rstrip("/")
+    db = tmp_path / "live.db"
+    port, admin_port = free_port(), free_port()
+    config = write_config(tmp_path / "live.toml", up, db, port, admin_port)
+    proc = GatewayProcess(config, tmp_path / "live.log")
+    proc.start(port, admin_port)
+    acknowledged: list[dict[str, Any]] = []
+    try:
+        async with aiohttp.ClientSession(headers=ADMIN) as s:
+
+            async def write_load() -> None:
+                admin = f"http://127.0.0.1:{admin_port}/admin/v1/accounts"
+                while True:
+                    async with s.post(admin, json={"name": "Load"}) as resp:
+                        assert resp.status == 201
+                        acknowledged.append((await resp.json())["production_key"])
+
+            load = asyncio.get_running_loop().create_task(write_load())
+            while len(acknowledged) < 30:
+                await asyncio.sleep(0.01)
+            before = list(acknowledged)
+            backup = tmp_path / "backups" / "b.db"
+            backup.parent.mkdir()
+            done = await asyncio.to_thread(
+                gateway_cli, "store", "backup", "--config", str(config), "--to", str(backup)
+            )
+            during = len(acknowledged)
+            await asyncio.sleep(0.2)
+            load.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await load
+    finally:
+        assert proc.stop() == 0
+    assert done.returncode == 0, done
+    assert during > len(before), "the load kept writing while the backup ran"
+    first, second = done.stdout.splitlines()
+    assert first.startswith(f"backed up sqlite:///{db} to {backup}: schema version")
+    assert first.endswith("; ok") and "secret.key" in second
+    assert backup.stat().st_mode & 0o777 == 0o600
+    # Restore: a gateway on the copy knows every key acknowledged before the backup began.
+    port, admin_port = free_port(), free_port()
+    restored_cfg = write_config(tmp_path / "restored.toml", up, backup, port, admin_port)
+    done = gateway_cli("store", "check", "--config", str(restored_cfg))
+    assert done.returncode == 0 and done.stdout.rstrip().endswith("; ok"), done
+    restored = GatewayProcess(restored_cfg, tmp_path / "restored.log")
+    restored.start(port, admin_port)
+    try:
+        for key in before:
+            assert await status_of(f"http://127.0.0.1:{port}", key["key"]) == 200
+    finally:
+        assert restored.stop() == 0
+    # A backup never overwrites; PostgreSQL is pointed to pg_dump, without the password.
+    done = gateway_cli("store", "backup", "--config", str(config), "--to", str(backup))
+    assert done.returncode == 1 and "exists" in done.stderr, done
+    pg_cfg = tmp_path / "pg.toml"
+    pg_cfg.write_text(
+        config.read_text().replace(
+            f'url = "sqlite:///{db}"', 'url = "postgresql://ops:hunter2@127.0.0.1:5/keys"'
+        )
+    )
+    done = gateway_cli("store", "backup", "--config", str(pg_cfg), "--to", "x.dump")
+    assert done.returncode == 2 and "pg_dump" in done.stderr and "***" in done.stderr, done
+    assert "hunter2" not in done.stderr + done.stdout

@@ -337,6 +337,11 @@ async def test_upstream_events_reach_the_keys_that_listen_in_their_own_world(
     }
     (delivery,) = await settled(hooks, 1, event_id=accepted["id"], status="succeeded")
     assert delivery["key_id"] == listening["id"] and delivery["event_type"] == "order.paid"
+    status, audit = await hooks.admin(
+        "GET", "/admin/v1/audit", params={"account_id": aid, "action": "event.published"}
+    )
+    (entry,) = audit["data"]
+    assert entry["details"] == {"event_id": accepted["id"], "type": "order.paid", "deliveries": 1}
 
     # The test world hears only what is raised for it, by environment or by key.
     for sent in (
@@ -438,3 +443,23 @@ async def test_keys_hear_once_that_they_will_expire_and_once_that_they_have(
         auth = {"Authorization": f"Bearer {key['key']}"}
         async with gw.session.get(gw.url + "/anything", headers=auth) as resp:
             assert resp.status == 401
+
+
+async def test_a_queued_delivery_is_sent_at_once_not_at_the_next_look(
+    hooks: Running, receiver: tuple[Receiver, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sender is woken by the commit that queued a delivery (and by an admin retry): with
+    its periodic look a minute away, deliveries still leave within moments."""
+    import gateway.webhooks
+
+    r, url = receiver
+    account = await hooks.account(provision_production_key=False)
+    await asyncio.sleep(1.2)  # the sender is now in a sleep that began before the change
+    monkeypatch.setattr(gateway.webhooks, "IDLE", 60.0)
+    await asyncio.sleep(1.2)  # ... and now in one of a minute
+    await hooks.key(account["id"], webhook_url=url, webhook_events=["key.created"])
+    await wait_for(lambda: len(r.seen) == 1, 3)
+    (done,) = await settled(hooks, 1, status="succeeded", account_id=account["id"])
+    status, _ = await hooks.admin("POST", f"/admin/v1/webhook-deliveries/{done['id']}/retry")
+    assert status == 202
+    await wait_for(lambda: len(r.seen) == 2, 3)

@@ -20,6 +20,7 @@ ACTIONS = (
     "key.deleted",
     "callback_origin.added",
     "callback_origin.removed",
+    "event.published",
 )
 
 LIST_PARAMS = (

@@ -24,7 +24,7 @@ from gateway.config import redact_url as redacted
 from gateway.errors import ConflictError, ProblemError, StoreError, ValidationError
 from gateway.store.records import Actor
 from gateway.store.schema import PG_MIGRATIONS
-from gateway.store.sql import IndexRead, SqlStore, Tx
+from gateway.store.sql import IndexRead, SqlStore, Tx, check_version
 
 log = logging.getLogger("gateway.store")
 
@@ -132,7 +132,7 @@ class PostgresStore(SqlStore):
             raise StoreError(f"cannot connect to {redacted(self.url)}: {_why(exc)}") from exc
         return conn
 
-    async def open(self) -> None:
+    async def open(self, migrate: str = "apply") -> None:
         try:
             self._pool = await asyncpg.create_pool(
                 self.url,
@@ -145,14 +145,25 @@ class PostgresStore(SqlStore):
         except _DB_ERRORS as exc:
             raise StoreError(f"cannot open store {redacted(self.url)}: {_why(exc)}") from exc
         try:
-            await self._migrate()
+            await self._migrate(migrate)
         except BaseException:
             await self.close()
             raise
 
-    async def _migrate(self) -> None:
+    @staticmethod
+    async def _version(conn: asyncpg.Connection) -> int:
+        exists = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+        if not exists:
+            return 0
+        return int(await conn.fetchval("SELECT max(version) FROM schema_version") or 0)
+
+    async def _migrate(self, migrate: str) -> None:
+        where, latest = redacted(self.url), len(PG_MIGRATIONS)
         async with self._conn() as conn:
             try:
+                self.schema_found = self.schema_version = await self._version(conn)
+                if not check_version(where, self.schema_found, latest, migrate):
+                    return
                 # Another instance may be migrating: wait for it, longer than a command.
                 await conn.execute(
                     "SELECT pg_advisory_lock($1)", MIGRATE_LOCK, timeout=MIGRATE_WAIT
@@ -161,12 +172,9 @@ class PostgresStore(SqlStore):
                     await conn.execute(
                         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
                     )
-                    version = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
-                    if version > len(PG_MIGRATIONS):
-                        raise StoreError(
-                            f"{redacted(self.url)} has schema version {version}, newer than "
-                            f"this gateway knows ({len(PG_MIGRATIONS)}): upgrade the gateway"
-                        )
+                    version = await self._version(conn)  # again, under the lock
+                    if not check_version(where, version, latest, migrate):
+                        return
                     for number, script in enumerate(PG_MIGRATIONS[version:], start=version + 1):
                         async with conn.transaction():
                             await conn.execute(script)
@@ -174,11 +182,12 @@ class PostgresStore(SqlStore):
                             await conn.execute(
                                 "INSERT INTO schema_version (version) VALUES ($1)", number
                             )
+                        self.schema_version = number
                         log.info("store migrated to schema version %d", number)
                 finally:
                     await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK)
             except _DB_ERRORS as exc:
-                raise StoreError(f"cannot migrate {redacted(self.url)}: {_why(exc)}") from exc
+                raise StoreError(f"cannot migrate {where}: {_why(exc)}") from exc
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

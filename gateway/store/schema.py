@@ -142,6 +142,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX api_keys_expiry_notice ON api_keys (expires_at)
         WHERE expiry_notice < 2 AND expires_at IS NOT NULL;
     ALTER TABLE webhook_deliveries ADD COLUMN event_id TEXT;
+    CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id)
+        WHERE event_id IS NOT NULL;
     """,
 )
 
@@ -280,5 +282,7 @@ PG_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX api_keys_expiry_notice ON api_keys (expires_at)
         WHERE expiry_notice < 2 AND expires_at IS NOT NULL;
     ALTER TABLE webhook_deliveries ADD COLUMN event_id TEXT;
+    CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id)
+        WHERE event_id IS NOT NULL;
     """,
 )

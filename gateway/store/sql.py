@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from gateway.errors import ConflictError, NotFoundError, ValidationError
+from gateway.errors import ConflictError, NotFoundError, StoreError, ValidationError
 from gateway.store.records import (
     ACTIVE,
     DEACTIVATED,
@@ -57,6 +57,9 @@ _LATEST = (
     " coalesce((SELECT value FROM meta WHERE name = 'changes_pruned_through'), 0) AS p) AS t"
 )
 _ACCOUNT_COLUMNS = "id, name, status, created_at, updated_at"
+# Expiry notices fan out to every listening key of an account: one transaction queues about
+# this many deliveries at most, so the write lock is never held long.
+MAX_QUEUED_PER_TX = 1000
 
 
 def environment_of(is_test: bool) -> str:
@@ -120,6 +123,30 @@ def _key_record(row: Sequence[Any]) -> KeyRecord:
 
 def _account(row: Sequence[Any]) -> Account:
     return Account(id=row[0], name=row[1], status=row[2], created_at=row[3], updated_at=row[4])
+
+
+class SchemaBehind(StoreError):
+    """The store's schema is older than this gateway's and migrating was not asked for."""
+
+    def __init__(self, where: str, found: int, latest: int) -> None:
+        self.found, self.latest = found, latest
+        super().__init__(
+            f"{where} is at schema version {found}, this gateway needs {latest}: run "
+            "`gateway migrate --config FILE` (or set store.migrate_on_start = true)"
+        )
+
+
+def check_version(where: str, found: int, latest: int, migrate: str) -> bool:
+    """Whether to migrate from `found`: refuses a newer schema, and an older one if the
+    caller requires the current one."""
+    if found > latest:
+        raise StoreError(
+            f"{where} has schema version {found}, newer than this gateway knows ({latest}):"
+            " upgrade the gateway"
+        )
+    if found < latest and migrate == "require":
+        raise SchemaBehind(where, found, latest)
+    return found < latest and migrate == "apply"
 
 
 class Tx(abc.ABC):
@@ -200,6 +227,10 @@ class Tx(abc.ABC):
         each, in this transaction, so the event exists exactly when the change does. A
         revoked or expired key hears nothing more, except news of itself (`subject`). The
         event's id and the number queued."""
+        event_id = "evt_" + uuid.uuid4().hex
+        account = await self.one("SELECT status FROM accounts WHERE id = ?", (account_id,))
+        if account is None or account[0] != ACTIVE:  # a deactivated account's keys hear nothing
+            return event_id, 0
         live = "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)"
         sql = (
             "SELECT id, webhook_url, webhook_events FROM api_keys WHERE account_id = ?"
@@ -217,7 +248,6 @@ class Tx(abc.ABC):
             params.append(self.now)
         rows = await self.all(sql, params)
         environment = environment_of(is_test)
-        event_id = "evt_" + uuid.uuid4().hex
         queued = 0
         for target_id, url, events_json in rows:
             events = orjson.loads(events_json) if events_json else ["*"]
@@ -281,9 +311,15 @@ class SqlStore(abc.ABC):
         if tx.queued and self.on_queued is not None:
             self.on_queued()
 
+    # The schema version found on opening, and the one the store is at now.
+    schema_found = 0
+    schema_version = 0
+
     @abc.abstractmethod
-    async def open(self) -> None:
-        """Connect and migrate the schema (safe with other processes doing the same)."""
+    async def open(self, migrate: str = "apply") -> None:
+        """Connect, and with `migrate`: "apply" bring the schema up to date (safe with other
+        processes doing the same); "require" refuse (SchemaBehind) a store with migrations
+        pending; "skip" only read the version (`gateway store check`)."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...
@@ -956,12 +992,15 @@ class SqlStore(abc.ABC):
 
     async def next_delivery_at(self) -> int | None:
         """When the outbox next has something to do: the earliest due time of a pending
-        delivery (for one in flight, when its lease ends); None when nothing is pending."""
+        delivery, or, if that one is in flight, when its lease ends (the sender looks again
+        within a second anyway). None when nothing is pending. One probe of the due index."""
         row = await self._one(
-            "SELECT min(CASE WHEN claimed_until > next_attempt_at THEN claimed_until"
-            " ELSE next_attempt_at END) FROM webhook_deliveries WHERE status = 'pending'"
+            "SELECT next_attempt_at, claimed_until FROM webhook_deliveries"
+            " WHERE status = 'pending' ORDER BY next_attempt_at LIMIT 1"
         )
-        return None if row is None or row[0] is None else int(row[0])
+        if row is None or row[0] is None:
+            return None
+        return int(row[1]) if row[1] is not None and row[1] > row[0] else int(row[0])
 
     async def publish_event(
         self,
@@ -996,18 +1035,23 @@ class SqlStore(abc.ABC):
             else:
                 assert account_id is not None
                 is_test = environment == "test"
-            status = await tx.one("SELECT status FROM accounts WHERE id = ?", (account_id,))
-            if status is None:
+            if await tx.one("SELECT 1 FROM accounts WHERE id = ?", (account_id,)) is None:
                 raise NotFoundError("Account not found", title="Account not found")
-            if status[0] != ACTIVE:  # a deactivated account's keys hear nothing
-                return "evt_" + uuid.uuid4().hex, 0
-            return await tx.raise_event(
+            event_id, queued = await tx.raise_event(
                 event_type,
                 account_id=account_id,
                 is_test=is_test,
                 data=data,
                 only=key_id,
             )
+            await tx.audit(
+                "event.published",
+                account_id=account_id,
+                key_id=key_id,
+                environment=environment_of(is_test),
+                details={"event_id": event_id, "type": event_type, "deliveries": queued},
+            )
+            return event_id, queued
 
     async def raise_expiry_events(self, now: int, warning_us: int, limit: int = 100) -> int:
         """`key.expiring` once for each key whose expiry is within `warning_us` (0: none) and
@@ -1018,10 +1062,14 @@ class SqlStore(abc.ABC):
         due_warning = "expiry_notice = 0 AND expires_at IS NOT NULL AND expires_at <= ?"
         due_expiry = "expiry_notice < 2 AND expires_at IS NOT NULL AND expires_at <= ?"
         # Plain reads first, each one probe of its partial index: most looks find nothing.
+        # (ORDER BY makes PostgreSQL walk the partial index rather than scan the table.)
         warn = await self._one(
-            f"SELECT 1 FROM api_keys WHERE {due_warning} LIMIT 1", (warn_before,)
+            f"SELECT 1 FROM api_keys WHERE {due_warning} ORDER BY expires_at LIMIT 1",
+            (warn_before,),
         )
-        expire = await self._one(f"SELECT 1 FROM api_keys WHERE {due_expiry} LIMIT 1", (now,))
+        expire = await self._one(
+            f"SELECT 1 FROM api_keys WHERE {due_expiry} ORDER BY expires_at LIMIT 1", (now,)
+        )
         if warn is None and expire is None:
             return 0
         seen = 0
@@ -1052,6 +1100,8 @@ class SqlStore(abc.ABC):
                         subject=key.id,
                     )
                 seen += 1
+                if tx.queued >= MAX_QUEUED_PER_TX:  # a big account: the rest in the next one
+                    return limit
         return seen
 
     async def webhook_target(self, key_id: str) -> WebhookTarget | None:
@@ -1164,6 +1214,7 @@ class SqlStore(abc.ABC):
                 " claimed_until = NULL, claim_token = NULL WHERE id = ?",
                 (now, delivery_id),
             )
+            tx.queued += 1  # wake the sender
             row = await tx.one(
                 f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = ?",
                 (delivery_id,),

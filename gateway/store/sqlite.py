@@ -25,7 +25,7 @@ from gateway.errors import ConflictError, StoreError
 from gateway.store.records import Actor
 from gateway.store.revision import RevisionCounter
 from gateway.store.schema import MIGRATIONS
-from gateway.store.sql import IndexRead, SqlStore, Tx
+from gateway.store.sql import IndexRead, SqlStore, Tx, check_version
 
 log = logging.getLogger("gateway.store")
 BUSY_TIMEOUT_MS = 2000
@@ -118,19 +118,22 @@ class SQLiteStore(SqlStore):
 
     # -- life cycle --------------------------------------------------------------------------
 
-    async def open(self) -> None:
+    async def open(self, migrate: str = "apply") -> None:
         try:
             _create_private(self.path)
         except OSError as exc:
             raise StoreError(f"cannot create SQLite store {self.path}: {exc.strerror}") from exc
         try:
             self._writer = await self._connect()
-            await self._migrate(self._writer)
+            await self._migrate(self._writer, migrate)
             self._reader = await self._connect()
             self._index_reader = await self._connect()
         except sqlite3.Error as exc:
             await self.close()
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+        except BaseException:
+            await self.close()
+            raise
         self.revision = RevisionCounter(self.path.with_name(self.path.name + "-rev"))
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -147,25 +150,28 @@ class SQLiteStore(SqlStore):
             raise
         return conn
 
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+    @staticmethod
+    async def _version(conn: aiosqlite.Connection) -> int:
+        async with conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _migrate(self, conn: aiosqlite.Connection, migrate: str) -> None:
         """Bring the schema up to date, one migration per transaction. Any number of processes
         may do this at once on one file: each migration starts with BEGIN IMMEDIATE (one
         writer at a time) and reads the version inside that transaction, so a migration
         another process applied meanwhile is seen, not applied twice."""
+        latest = len(MIGRATIONS)
+        self.schema_found = self.schema_version = await self._version(conn)
+        if not check_version(str(self.path), self.schema_found, latest, migrate):
+            return
         await conn.execute(f"PRAGMA busy_timeout = {MIGRATE_WAIT_MS}")  # a big migration
         try:
             while True:
                 await conn.execute("BEGIN IMMEDIATE")
                 try:
-                    async with conn.execute("PRAGMA user_version") as cur:
-                        row = await cur.fetchone()
-                    version = int(row[0]) if row else 0
-                    if version > len(MIGRATIONS):
-                        raise StoreError(
-                            f"{self.path} has schema version {version}, newer than this "
-                            f"gateway knows ({len(MIGRATIONS)}): upgrade the gateway"
-                        )
-                    if version == len(MIGRATIONS):
+                    version = await self._version(conn)
+                    if not check_version(str(self.path), version, latest, migrate):
                         await conn.execute("COMMIT")
                         return
                     for statement in _statements(MIGRATIONS[version]):
@@ -175,6 +181,7 @@ class SQLiteStore(SqlStore):
                 except BaseException:
                     await self._rollback(conn)
                     raise
+                self.schema_version = version + 1
                 log.info("store %s migrated to schema version %d", self.path, version + 1)
         finally:
             await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
