@@ -96,12 +96,12 @@ async def test_instances_starting_together_on_an_empty_database_all_come_up_and_
 ) -> None:
     up = str(upstream.make_url("")).rstrip("/")
     # A poll too slow to matter: what reaches the other instances is NOTIFY.
-    fleet = [Instance(tmp_path, f"gw{i}", up, fleet_db, poll_seconds=30) for i in range(3)]
-    # All three migrate the same empty database at once.
+    fleet = [Instance(tmp_path, f"gw{i}", up, fleet_db, poll_seconds=30) for i in range(5)]
+    # All five migrate the same empty database at once.
     await asyncio.gather(*(asyncio.to_thread(gw.start) for gw in fleet))
     try:
         async with aiohttp.ClientSession() as s:
-            a, b, c = fleet
+            a, b, c = fleet[:3]
             account = await a.admin(s, "POST", "/admin/v1/accounts", json={"name": "Fleet"})
             key = account["production_key"]
             for gw in fleet:  # a key minted on one instance authenticates on every one
@@ -114,10 +114,12 @@ async def test_instances_starting_together_on_an_empty_database_all_come_up_and_
             assert got["status"] == "revoked"
     finally:
         codes = [gw.process.stop() for gw in fleet]  # every one stopped before any assert
-    assert codes == [0, 0, 0], [gw.log.read_text()[-2000:] for gw in fleet]
+    assert codes == [0] * 5, [gw.log.read_text()[-2000:] for gw in fleet]
     for gw in fleet:
         text = gw.log.read_text()
         assert "Traceback" not in text
+    logs = "".join(gw.log.read_text() for gw in fleet)
+    assert logs.count("migrated to schema version 1") == 1  # by exactly one of them
 
 
 async def test_notifications_resume_after_postgresql_restarts(

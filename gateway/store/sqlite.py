@@ -203,17 +203,17 @@ class SQLiteStore(SqlStore):
             raise StoreError("store is not open")
         return self._reader
 
+    # Reads run, rows fetched and statement closed in one job on the reader's thread. Done as
+    # separate jobs (execute, fetchone, close), another coroutine's read could run between
+    # them inside the read transaction the first statement still holds open, and see the
+    # store as it was before a write that had already returned.
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        try:
-            async with self._r.execute(sql, params) as cur:
-                return await cur.fetchone()
-        except sqlite3.Error as exc:
-            raise StoreError(f"store read failed: {exc}") from exc
+        rows = await self._all(sql, params)
+        return rows[0] if rows else None
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
-            async with self._r.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+            return list(await self._r.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             raise StoreError(f"store read failed: {exc}") from exc
 
