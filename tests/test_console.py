@@ -111,6 +111,8 @@ def test_an_account_is_created_searched_and_deactivated_with_its_name_shown_as_t
 
     open_account(page, served, "acct_xss")
     page.get_by_role("button", name="Deactivate account").click()
+    expect(page.get_by_role("dialog")).to_contain_text("Every key of this account stops working")
+    page.get_by_role("button", name="Yes, deactivate").click()
     expect(page.get_by_role("button", name="Reactivate account")).to_be_visible()
     assert served.auth_status(key) == 401  # a deactivated account authenticates nothing
     page.get_by_role("button", name="Reactivate account").click()

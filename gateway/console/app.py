@@ -39,6 +39,12 @@ STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; char
 STATIC: web.AppKey[dict[str, tuple[bytes, str]]] = web.AppKey("static", dict)
 
 
+def when(rfc3339: str) -> str:
+    """`2026-11-25T18:27:02.096070Z` as people read it: `2026-11-25 18:27 UTC` (the exact
+    time stays in the <time> element's datetime attribute)."""
+    return f"{rfc3339[:10]} {rfc3339[11:16]} UTC"
+
+
 def _static_files() -> dict[str, tuple[bytes, str]]:
     """The package's static files, read once: (body, content type) by name."""
     folder = resources.files("gateway.console").joinpath("static")
@@ -66,12 +72,13 @@ def _base_app(
     if fleet:  # as on the admin port: a change returns once every instance has applied it
         middlewares.insert(0, propagation_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=BODY_LIMIT)
-    aiohttp_jinja2.setup(
+    env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("gateway.console", "templates"),
         autoescape=True,  # every piece of user-supplied text is escaped
         undefined=jinja2.StrictUndefined,
     )
+    env.filters["when"] = when
     if fleet:
         assert isinstance(store, PostgresStore)
         app[PROPAGATION] = Barrier(Presence(store), settings.current.store)
