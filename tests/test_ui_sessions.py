@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from conftest import SECRET_KEY_ENV
+from jsonschema import Draft202012Validator
 from support import ADMIN_TOKEN, Running, make_settings, running_gateway, url_of
 
 from gateway.config import parse_settings
@@ -108,9 +111,29 @@ async def test_portal_sessions_need_the_portal_enabled_and_a_live_account(gw: Ru
     await gw.account(id="acct_off")
     status, doc = await gw.admin("POST", "/admin/v1/accounts/acct_off/portal-sessions")
     assert status == 409 and "portal.enabled" in doc["detail"]
-    status, doc = await gw.admin("GET", "/admin/v1/openapi.json")
-    operation = doc["paths"]["/admin/v1/accounts/{account_id}/portal-sessions"]["post"]
-    assert "201" in operation["responses"]
+
+
+async def test_a_portal_session_answers_as_documented(tmp_path: Path, upstream: TestServer) -> None:
+    portal = {"enabled": True, "public_url": "https://api.example.com/", "link_ttl_seconds": 60}
+    settings = make_settings(tmp_path, url_of(upstream), portal=portal)
+    async with running_gateway(settings) as gw:
+        status, spec = await gw.admin("GET", "/admin/v1/openapi.json")
+        operation = spec["paths"]["/admin/v1/accounts/{account_id}/portal-sessions"]["post"]
+        schema = operation["responses"]["201"]["content"]["application/json"]["schema"]
+        validator = Draft202012Validator({**schema, "components": spec["components"]})
+        await gw.account(id="acct_on")
+        before = time.time()
+        status, doc = await gw.admin("POST", "/admin/v1/accounts/acct_on/portal-sessions")
+        assert status == 201
+        assert [e.message for e in validator.iter_errors(doc)] == []
+        assert re.fullmatch(r"https://api\.example\.com/portal/enter#[A-Za-z0-9_-]{43}", doc["url"])
+        expires = datetime.fromisoformat(doc["expires_at"]).timestamp()
+        assert before + 59 <= expires <= time.time() + 61
+        status, doc = await gw.admin("POST", "/admin/v1/accounts/nobody/portal-sessions")
+        assert status == 404
+        await gw.admin("PATCH", "/admin/v1/accounts/acct_on", json={"status": "deactivated"})
+        status, doc = await gw.admin("POST", "/admin/v1/accounts/acct_on/portal-sessions")
+        assert status == 409 and "deactivated" in doc["detail"]
 
 
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
