@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, Page, expect
 
 __all__ = ["browser"]  # the module-scoped Chromium fixture
 pytestmark = pytest.mark.slow
-LINK_TTL = 4  # seconds; links are opened at once, and one test waits this long
+LINK_TTL = 6  # seconds; links are opened at once, and one test waits this long
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +145,27 @@ def test_portal_changes_are_the_api_s_own_and_audited_as_the_session(
     expect(page.get_by_role("heading", name="Signed out")).to_be_visible()
     response = page.goto(f"{served.url}/portal/accounts/acct_self/")
     assert response is not None and response.status == 401
+    page.context.close()
+
+
+def test_a_deactivated_account_s_portal_shows_and_changes_nothing(
+    browser: Browser, served: Served
+) -> None:
+    served.account("Gone Co", id="acct_gone", provision_production_key=False)
+    page = open_portal(browser, portal_link(served, "acct_gone"))
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Gone Co")
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    status, _ = served.admin("PATCH", "/admin/v1/accounts/acct_gone", {"status": "deactivated"})
+    assert status == 200
+    response = page.reload()
+    assert response is not None and response.status == 403
+    expect(page.get_by_role("heading", name="Account deactivated")).to_be_visible()
+    answer = page.request.post(
+        f"{served.url}/portal/accounts/acct_gone/keys",
+        form={"csrf": csrf or "", "environment": "test", "name": "sneaky"},
+    )
+    assert answer.status == 403
+    assert served.keys("acct_gone", is_test=True) == []
     page.context.close()
 
 

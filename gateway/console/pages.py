@@ -119,8 +119,6 @@ async def render_account(
     account = await store.get_account(account_id)
     if account is None:
         raise NotFoundError("There is no such account.", title="Account not found")
-    if place.kind == "portal" and account.status != ACTIVE:
-        return message(request, 403, "Account deactivated", "This account is deactivated.")
     now = now_us()
     production, _ = await store.list_keys(
         limit=LIST_LIMIT, cursor=None, account_id=account_id, is_test=False

@@ -21,7 +21,9 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway.admin.problems import REQUEST_ID
+from gateway.admin.state import STORE
 from gateway.errors import ProblemError, StoreError
+from gateway.store.records import ACTIVE
 from gateway.store.sessions import Session, SessionStore
 
 log = logging.getLogger("gateway.console")
@@ -155,6 +157,11 @@ async def _guarded(request: web.Request, handler: Handler, place: Place) -> web.
         # A portal session reaches its own account only: another id is a page that does not
         # exist, whatever was edited into the URL.
         raise web.HTTPNotFound()
+    if session.account_id is not None:
+        account = await request.app[STORE].get_account(session.account_id)
+        if account is None or account.status != ACTIVE:
+            # Deactivated since the link was opened: the portal neither shows nor changes it.
+            return message(request, 403, "Account deactivated", "This account is deactivated.")
     request[SESSION] = session
     request[CSRF] = expected = csrf_token(token)
     if request.method not in ("GET", "HEAD"):
