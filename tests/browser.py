@@ -80,7 +80,7 @@ class Served:
         return doc["data"]  # type: ignore[no-any-return]
 
 
-def serve(directory: Path, extra: str = "") -> Iterator[Served]:
+def serve(directory: Path, extra: str = "", workers: int = 1) -> Iterator[Served]:
     port, admin_port = free_port(), free_port()
     config = write_config(
         directory / "gateway.toml",
@@ -90,6 +90,8 @@ def serve(directory: Path, extra: str = "") -> Iterator[Served]:
         admin_port,
         WEBHOOKS + extra,
     )
+    text = config.read_text()
+    config.write_text(text.replace("[server]\n", f"[server]\nworkers = {workers}\n", 1))
     process = GatewayProcess(config, directory / "gateway.log")
     process.start(port, admin_port)
     served = Served(

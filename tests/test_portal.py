@@ -27,7 +27,9 @@ enabled = true
 public_url = "http://portal.invalid"
 link_ttl_seconds = {LINK_TTL}
 """
-    yield from serve(directory, extra)
+    # Two workers share the port: a session made by one is used by the other (it lives in
+    # the store, not in a process).
+    yield from serve(directory, extra, workers=2)
 
 
 def portal_link(served: Served, account_id: str) -> str:

@@ -136,6 +136,34 @@ async def test_a_portal_session_answers_as_documented(tmp_path: Path, upstream: 
         assert status == 409 and "deactivated" in doc["detail"]
 
 
+async def test_cookies_are_secure_behind_https(tmp_path: Path, upstream: TestServer) -> None:
+    portal = {"enabled": True, "public_url": "https://api.example.com"}
+    settings = make_settings(tmp_path, url_of(upstream), portal=portal)
+    async with running_gateway(settings) as gw:
+        await gw.account(id="acct_tls", provision_production_key=False)
+        status, doc = await gw.admin("POST", "/admin/v1/accounts/acct_tls/portal-sessions")
+        token = doc["url"].partition("#")[2]
+        async with gw.session.post(
+            gw.url + "/portal/enter", data={"token": token}, allow_redirects=False
+        ) as resp:
+            assert resp.status == 303
+            cookie = resp.headers["Set-Cookie"]
+        assert cookie.startswith("keygate_portal=")
+        assert "; Secure" in cookie and "; HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert token not in cookie
+        for proto, secure in (("https", True), ("http", False)):
+            async with gw.session.post(
+                gw.admin_url + "/ui/sign-in",
+                data={"token": ADMIN_TOKEN},
+                headers={"X-Forwarded-Proto": proto},
+                allow_redirects=False,
+            ) as resp:
+                assert resp.status == 303
+                cookie = resp.headers["Set-Cookie"]
+            assert ("; Secure" in cookie) is secure
+            assert ADMIN_TOKEN not in cookie
+
+
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
 
 
