@@ -127,7 +127,7 @@ async def render_account(
         limit=LIST_LIMIT, cursor=None, account_id=account_id, is_test=True
     )
     deliveries = {}
-    for record in (*production, *test):
+    for record in (*production, *test):  # by key: the outbox is indexed by key, not account
         items, _ = await store.list_deliveries(limit=DELIVERY_LIMIT, cursor=None, key_id=record.id)
         deliveries[record.id] = [delivery_out(d) for d in items]
     origins, _ = await store.list_origins(account_id, limit=500, cursor=None)
