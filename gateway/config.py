@@ -127,6 +127,17 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PortalSettings:
+    """The customer portal on the data plane (contract section 10)."""
+
+    enabled: bool = False
+    path: str = "/portal"  # where the data plane serves it
+    public_url: str | None = None  # how browsers reach the data plane; links are made under it
+    link_ttl_seconds: int = 300  # a one-time link is good this long for its first use
+    session_idle_seconds: int = 1800  # a portal session ends after this long without a request
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KeySettings:
     prefix: str = "sk"
     scopes: tuple[str, ...] = ("runtime:all", "management:all")
@@ -143,6 +154,7 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     keys: KeySettings = field(default_factory=KeySettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    portal: PortalSettings = field(default_factory=PortalSettings)
     routes: tuple[Route, ...] = ()
     source: str = "<settings>"
 
@@ -513,6 +525,42 @@ def _keys(sec: _Section) -> KeySettings:
     return settings
 
 
+_PORTAL_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+
+
+def _portal(sec: _Section) -> PortalSettings:
+    def path(v: Any) -> str:
+        if not isinstance(v, str) or not _PORTAL_PATH.fullmatch(v):
+            raise _Invalid(' like "/portal" (segments of letters, digits, ._~-; no trailing /)')
+        if any(seg in (".", "..") for seg in v.split("/")):
+            raise ValueError(f"{v!r} has a dot segment")
+        if v in ("/v1/auth", "/api", "/api/v1") or v.startswith("/api/v1/access-keys"):
+            raise ValueError(f"{v!r} is taken by the gateway's own endpoints")
+        return v
+
+    def public_url(v: Any) -> str:
+        if not isinstance(v, str):
+            raise _Invalid()
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError("must not carry credentials, a query or a fragment")
+        return v.rstrip("/")
+
+    settings = PortalSettings(
+        enabled=sec.boolean("enabled", False),
+        path=sec.get("path", "a path", "/portal", path),
+        public_url=sec.get("public_url", "a URL", None, public_url),
+        link_ttl_seconds=sec.integer("link_ttl_seconds", 300, minimum=1, maximum=86400),
+        session_idle_seconds=sec.integer("session_idle_seconds", 1800, minimum=1, maximum=604800),
+    )
+    sec.finish()
+    if settings.enabled and settings.public_url is None:
+        raise sec.fail("public_url", "is required when portal.enabled = true")
+    return settings
+
+
 _METHOD = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
 _PARAM_NAME = re.compile(r"[A-Za-z0-9_.~-]{1,64}")
 
@@ -588,7 +636,9 @@ def _routes(source: str, data: Any, keys: KeySettings) -> tuple[Route, ...]:
 
 def parse_settings(data: Mapping[str, Any], source: str) -> Settings:
     """Validate a decoded TOML document into Settings or raise ConfigError."""
-    sections = {"server", "log", "upstream", "admin", "store", "keys", "webhooks", "routes"}
+    sections = {
+        *("server", "log", "upstream", "admin", "store", "keys", "webhooks", "portal", "routes")
+    }
     for key in data:
         if key not in sections:
             raise ConfigError(source, key, "unknown key")
@@ -601,6 +651,7 @@ def parse_settings(data: Mapping[str, Any], source: str) -> Settings:
         store=_store(_Section(source, "store", data.get("store"))),
         keys=keys,
         webhooks=_webhooks(_Section(source, "webhooks", data.get("webhooks"))),
+        portal=_portal(_Section(source, "portal", data.get("portal"))),
         routes=_routes(source, data.get("routes"), keys),
         source=source,
     )

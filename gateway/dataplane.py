@@ -20,6 +20,7 @@ from aiohttp import web
 
 from gateway import auth
 from gateway.config import Settings, UpstreamTarget
+from gateway.console.portal import Portal
 from gateway.http.exchange import Exchange, answer_head
 from gateway.http.protocol import (
     PlaneConnection,
@@ -68,6 +69,8 @@ class DataPlane:
         self.settings = settings
         self.routes = RouteTable(settings.routes)
         self.selfservice = SelfService(settings, store, box)
+        self.store, self.box = store, box
+        self.portal = Portal(settings, store, box) if settings.portal.enabled else None
         self.index = index
         self.sync = sync
         self.usage = usage
@@ -102,6 +105,12 @@ class DataPlane:
         self.settings = settings
         self.routes = RouteTable(settings.routes)
         self.selfservice.reload(settings)
+        if not settings.portal.enabled:
+            self.portal = None
+        elif self.portal is None or self.portal.settings != settings.portal:
+            self.portal = Portal(settings, self.store, self.box)
+        else:
+            self.portal.reload(settings)
         self.prefix_len = len(settings.keys.prefix) + 9
         ctx = self.ctx
         ctx.limits = settings.server
@@ -205,6 +214,11 @@ class DataPlane:
         return Exchange(request, conn, request.method.encode(), target, http11, head, request_id)
 
     async def _exchange_with(self, ex: Exchange) -> None:
+        if self.portal is not None and self.portal.handles(ex.path):
+            # The customer portal (gateway/console/): its own session cookie, no key.
+            await self.portal.answer(ex)
+            await ex.send_answer()
+            return
         if self.sync.stale():
             # A key or account changed: catch up before deciding, so a revocation made before
             # this request arrived is honoured by it.

@@ -22,6 +22,7 @@ from gateway.admin import create_admin_app
 from gateway.admin.state import SETTINGS, AdminToken
 from gateway.changes import ChangeSignal, NotifySignal
 from gateway.config import Settings
+from gateway.console.app import create_console_app
 from gateway.dataplane import DataPlane
 from gateway.fleet import Barrier, Member
 from gateway.index import KeyIndex
@@ -233,7 +234,13 @@ class AdminRuntime:
         if isinstance(self.store, PostgresStore):
             self.barrier = Barrier(Presence(self.store), settings.store)
         app = create_admin_app(
-            settings, self.store, self.token, self.metrics_source, self.box, self.barrier
+            settings,
+            self.store,
+            self.token,
+            self.metrics_source,
+            self.box,
+            self.barrier,
+            console=lambda ref: create_console_app(ref, self.store, self.box, self.token),
         )
         self._runner = web.AppRunner(
             app,

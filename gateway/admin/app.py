@@ -23,12 +23,17 @@ OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 SELF_OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("selfservice_openapi")
 METRICS: web.AppKey[MetricsSource] = web.AppKey("metrics")
 PUBLIC: web.AppKey[frozenset[str]] = web.AppKey("public_paths")
+CONSOLE_ROOT = "/ui"  # the web console (gateway/console/): its own sign-in and session cookie
 
 
 @web.middleware
 async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path not in request.app[PUBLIC] and not request.app[TOKEN].check(
-        request.headers.get("Authorization")
+    path = request.path
+    console = path == CONSOLE_ROOT or path.startswith(CONSOLE_ROOT + "/")
+    if (
+        path not in request.app[PUBLIC]
+        and not console
+        and not request.app[TOKEN].check(request.headers.get("Authorization"))
     ):
         return unauthorized()
     return await handler(request)
@@ -60,6 +65,7 @@ def create_admin_app(
     metrics_source: Callable[[], bytes],
     box: SecretBox,
     barrier: Barrier | None = None,
+    console: Callable[[SettingsRef], web.Application] | None = None,
 ) -> web.Application:
     middlewares = [problems_middleware, token_middleware]
     if barrier is not None:  # fleet: a change returns once the other instances applied it
@@ -80,4 +86,11 @@ def create_admin_app(
     app[PUBLIC] = frozenset(r.path for r in table if r.public)
     for route in table:
         app.router.add_route(route.method, route.path, route.handler)
+    if console is not None:  # built by the caller: admin and console do not import each other
+        app.router.add_get(CONSOLE_ROOT, to_console)
+        app.add_subapp(CONSOLE_ROOT, console(app[SETTINGS]))
     return app
+
+
+async def to_console(request: web.Request) -> web.Response:
+    return web.Response(status=308, headers={"Location": CONSOLE_ROOT + "/"})

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import BaseModel
 
-from gateway.admin import accounts, audit, keys, webhooks
+from gateway.admin import accounts, audit, keys, portal, webhooks
 from gateway.admin.params import PAGING, Param
 from gateway.admin.schemas import (
     AccountCreate,
@@ -30,6 +30,7 @@ from gateway.admin.schemas import (
     OriginCreate,
     OriginList,
     OriginOut,
+    PortalSessionOut,
     SigningSecretRotated,
 )
 
@@ -154,6 +155,16 @@ def api_routes(
             "callback origins",
             status=204,
             errors=(404,),
+        ),
+        Route(
+            "POST",
+            acct + "/portal-sessions",
+            portal.create_portal_session,
+            "A one-time link into the customer portal for this account (portal.enabled)",
+            "portal",
+            status=201,
+            response=PortalSessionOut,
+            errors=(404, 409),
         ),
         Route(
             "POST",

@@ -304,3 +304,10 @@ class EventAccepted(Out):
 class DeliveryList(Out):
     data: list[DeliveryOut]
     next_cursor: str | None
+
+
+class PortalSessionOut(Out):
+    """A one-time link into the customer portal for one account (contract section 10)."""
+
+    url: str = Field(description="Open once, within link_ttl_seconds; the token is after the #")
+    expires_at: str = Field(description="When the unused link stops working (RFC 3339)")

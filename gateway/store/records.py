@@ -133,7 +133,7 @@ class WebhookTarget:
 class Actor:
     """Who asked for a change, recorded in its audit row."""
 
-    actor: str  # "admin" or "key:<id>"
+    actor: str  # "admin", "key:<id>", "admin:console" or "portal:<session id>"
     ip: str | None = None
     request_id: str | None = None
 

@@ -145,6 +145,26 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id)
         WHERE event_id IS NOT NULL;
     """,
+    # 6: console and portal sessions, portal links (gateway/store/sessions.py). Only SHA-256
+    # digests of the cookie values and link tokens are kept. Depends on no other migration.
+    """
+    CREATE TABLE ui_sessions (
+        id            TEXT PRIMARY KEY,
+        token_hash    BLOB NOT NULL UNIQUE CHECK (length(token_hash) = 32),
+        kind          TEXT NOT NULL CHECK (kind IN ('console', 'portal')),
+        account_id    TEXT,
+        created_at    INTEGER NOT NULL,
+        last_seen_at  INTEGER NOT NULL,
+        idle_us       INTEGER NOT NULL
+    );
+    CREATE TABLE portal_links (
+        token_hash  BLOB PRIMARY KEY CHECK (length(token_hash) = 32),
+        account_id  TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        used_at     INTEGER
+    );
+    """,
 )
 
 
@@ -284,5 +304,24 @@ PG_MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE webhook_deliveries ADD COLUMN event_id TEXT;
     CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id)
         WHERE event_id IS NOT NULL;
+    """,
+    # 6: console and portal sessions, portal links as in SQLite's.
+    """
+    CREATE TABLE ui_sessions (
+        id            TEXT COLLATE "C" PRIMARY KEY,
+        token_hash    BYTEA NOT NULL UNIQUE CHECK (length(token_hash) = 32),
+        kind          TEXT NOT NULL CHECK (kind IN ('console', 'portal')),
+        account_id    TEXT,
+        created_at    BIGINT NOT NULL,
+        last_seen_at  BIGINT NOT NULL,
+        idle_us       BIGINT NOT NULL
+    );
+    CREATE TABLE portal_links (
+        token_hash  BYTEA PRIMARY KEY CHECK (length(token_hash) = 32),
+        account_id  TEXT NOT NULL,
+        created_at  BIGINT NOT NULL,
+        expires_at  BIGINT NOT NULL,
+        used_at     BIGINT
+    );
     """,
 )

@@ -1,0 +1,178 @@
+"""Sessions, CSRF and the security headers of the console and the portal: one middleware.
+
+Sessions live in the store (gateway/store/sessions.py), not in a signed or encrypted cookie:
+the portal runs in every data-plane worker and in every instance of a fleet, and a store row
+is seen by all of them, can be ended at once (sign-out, idle timeout) and needs no key shared
+between instances. The cookie holds only a random session token (HttpOnly, SameSite=Strict,
+Secure behind https); the CSRF token of a session is an HMAC of that token, so it is never
+stored and cannot be turned back into the cookie.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from gateway.admin.problems import REQUEST_ID
+from gateway.admin.state import STORE
+from gateway.errors import ProblemError, StoreError
+from gateway.store.records import ACTIVE
+from gateway.store.sessions import Session, SessionStore
+
+log = logging.getLogger("gateway.console")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Place:
+    """Where the pages are served and for whom: the console (admin port, every account) or
+    the portal (data plane, one account per session)."""
+
+    kind: str  # "console" | "portal"
+    root: str  # the URL prefix the browser sees: "/ui" or portal.path
+    cookie: str
+    idle_seconds: float
+    always_secure: bool  # portal.public_url is https: the cookie is Secure whatever the hop
+
+
+PLACE: web.AppKey[Place] = web.AppKey("place", Place)
+SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions", SessionStore)
+OPEN_HANDLERS: web.AppKey[frozenset[Handler]] = web.AppKey("open_handlers", frozenset)
+SESSION: web.RequestKey[Session] = web.RequestKey("session", Session)
+CSRF: web.RequestKey[str] = web.RequestKey("csrf", str)
+
+
+def csrf_token(session_token: str) -> str:
+    return hmac.new(session_token.encode(), b"keygate-csrf", hashlib.sha256).hexdigest()
+
+
+def is_secure(request: web.Request, place: Place) -> bool:
+    # A spoofed X-Forwarded-Proto can only make the cookie stricter, never weaker.
+    return (
+        place.always_secure
+        or request.secure
+        or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+    )
+
+
+def session_cookie(request: web.Request, place: Place, value: str) -> str:
+    """A Set-Cookie value; an empty `value` deletes the cookie. No Max-Age: the browser drops
+    it on exit, and the store ends it after `idle_seconds` without a request."""
+    parts = [f"{place.cookie}={value}", f"Path={place.root}/", "HttpOnly", "SameSite=Strict"]
+    if is_secure(request, place):
+        parts.append("Secure")
+    if not value:
+        parts.append("Max-Age=0")
+    return "; ".join(parts)
+
+
+def message(request: web.Request, status: int, title: str, detail: str) -> web.Response:
+    """A page that only says something (an error, a used link, signed out)."""
+    return aiohttp_jinja2.render_template(
+        "message.html",
+        request,
+        {"title": title, "detail": detail, "place": request.app[PLACE]},
+        status=status,
+    )
+
+
+def see_other(location: str, cookie: str | None = None) -> web.Response:
+    # Returned, not raised: the fleet's propagation middleware waits only for what returns.
+    response = web.Response(status=303, headers={"Location": location})
+    if cookie is not None:
+        response.headers.add("Set-Cookie", cookie)
+    return response
+
+
+@web.middleware
+async def console_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Security headers on every answer; a live session (and on POST its CSRF token) before
+    any handler that is not open; errors as pages."""
+    place = request.app[PLACE]
+    if REQUEST_ID not in request:
+        request[REQUEST_ID] = os.urandom(16).hex()
+    try:
+        response = await _guarded(request, handler, place)
+    except ProblemError as exc:
+        response = message(request, exc.status, exc.title, exc.detail)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = message(request, exc.status, exc.reason, "There is no such page here.")
+    except StoreError as exc:
+        log.error("store error on %s %s: %s", request.method, request.path, exc)
+        response = message(
+            request, 503, "Store unavailable", "Nothing was changed. Try again shortly."
+        )
+    except Exception:
+        log.exception("console request %s %s failed", request.method, request.path)
+        response = message(request, 500, "Internal error", "Nothing about it is shown here.")
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+async def _guarded(request: web.Request, handler: Handler, place: Place) -> web.StreamResponse:
+    if request.match_info.handler in request.app[OPEN_HANDLERS]:
+        return await handler(request)
+    token = request.cookies.get(place.cookie, "")
+    session = await request.app[SESSIONS].session(token, place.kind) if token else None
+    if session is None:
+        if place.kind == "console" and request.method == "GET":
+            return see_other(f"{place.root}/sign-in", session_cookie(request, place, ""))
+        response = message(
+            request,
+            401 if request.method == "GET" else 403,
+            "Signed out",
+            "Your session has ended (or never began); nothing was changed. "
+            + (
+                "Sign in again."
+                if place.kind == "console"
+                else "Open the API keys page again from the application that sent you here."
+            ),
+        )
+        response.headers.add("Set-Cookie", session_cookie(request, place, ""))
+        return response
+    wanted = request.match_info.get("account_id")
+    if session.account_id is not None and wanted is not None and wanted != session.account_id:
+        # A portal session reaches its own account only: another id is a page that does not
+        # exist, whatever was edited into the URL.
+        raise web.HTTPNotFound()
+    if session.account_id is not None:
+        account = await request.app[STORE].get_account(session.account_id)
+        if account is None or account.status != ACTIVE:
+            # Deactivated since the link was opened: the portal neither shows nor changes it.
+            return message(request, 403, "Account deactivated", "This account is deactivated.")
+    request[SESSION] = session
+    request[CSRF] = expected = csrf_token(token)
+    if request.method not in ("GET", "HEAD"):
+        form = await request.post()
+        given = form.get("csrf")
+        if not isinstance(given, str) or not hmac.compare_digest(given, expected):
+            return message(
+                request,
+                403,
+                "Refused",
+                "This form has no valid CSRF token, so nothing was changed. Reload the page "
+                "and try again.",
+            )
+    return await handler(request)

@@ -1,0 +1,229 @@
+"""Console and portal sessions and one-time links, in the store (SQLite and PostgreSQL): idle
+expiry, one use per link under a race, the `[portal]` settings, and in a fleet the console's
+and the portal's changes waiting for every instance like the admin API's."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from conftest import SECRET_KEY_ENV
+from jsonschema import Draft202012Validator
+from support import ADMIN_TOKEN, Running, make_settings, running_gateway, url_of
+
+from gateway.config import parse_settings
+from gateway.errors import ConfigError
+from gateway.store.sessions import SessionStore, digest
+from gateway.store.sql import SqlStore
+
+MINIMAL = {"upstream": {"url": "http://127.0.0.1:9000"}}
+
+
+def sessions(gw: Running) -> SessionStore:
+    store = gw.gateway.store
+    assert isinstance(store, SqlStore)
+    return SessionStore(store)
+
+
+@pytest.mark.both_stores
+async def test_a_session_ends_when_idle_and_on_sign_out(gw: Running) -> None:
+    store = sessions(gw)
+    token, session = await store.create_session("portal", "acct_1", idle_seconds=0.5)
+    assert (await store.session(token, "portal")) is not None
+    assert await store.session(token, "console") is None  # a portal session is not the console's
+    assert await store.session(token + "x", "portal") is None
+    await asyncio.sleep(0.7)
+    assert await store.session(token, "portal") is None
+
+    token, _ = await store.create_session("console", None, idle_seconds=60)
+    found = await store.session(token, "console")
+    assert found is not None and found.account_id is None
+    await store.end_session(token)
+    assert await store.session(token, "console") is None
+
+
+@pytest.mark.both_stores
+async def test_a_link_opens_once_even_when_two_browsers_race(gw: Running) -> None:
+    store = sessions(gw)
+    token, _ = await store.create_link("acct_1", ttl_seconds=60)
+    results = await asyncio.gather(*(store.redeem_link(token) for _ in range(5)))
+    assert (results.count("acct_1"), results.count(None)) == (1, 4)
+    expired, _ = await store.create_link("acct_1", ttl_seconds=0.2)
+    await asyncio.sleep(0.3)
+    assert await store.redeem_link(expired) is None
+    assert await store.redeem_link("made-up") is None
+
+
+@pytest.mark.both_stores
+async def test_only_digests_of_the_secrets_are_stored(gw: Running) -> None:
+    store = sessions(gw)
+    token, session = await store.create_session("console", None, idle_seconds=60)
+    link, _ = await store.create_link("acct_1", ttl_seconds=60)
+    sql = store.store
+    rows = await sql._all("SELECT id, token_hash FROM ui_sessions")
+    assert [(r[0], bytes(r[1])) for r in rows] == [(session.id, digest(token))]
+    rows = await sql._all("SELECT token_hash FROM portal_links")
+    assert [bytes(r[0]) for r in rows] == [digest(link)]
+
+
+@pytest.mark.parametrize(
+    ("portal", "key", "fragment"),
+    [
+        ({"enabled": True}, "portal.public_url", "is required when portal.enabled = true"),
+        ({"public_url": "ftp://x"}, "portal.public_url", "http:// or https://"),
+        ({"public_url": "https://a.example/?t=1"}, "portal.public_url", "query"),
+        ({"path": "portal"}, "portal.path", 'like "/portal"'),
+        ({"path": "/portal/"}, "portal.path", "no trailing /"),
+        ({"path": "/a/../b"}, "portal.path", "dot segment"),
+        ({"path": "/v1/auth"}, "portal.path", "taken by the gateway's own endpoints"),
+        ({"link_ttl_seconds": 0}, "portal.link_ttl_seconds", "between 1 and 86400"),
+        ({"session_idle_seconds": "30"}, "portal.session_idle_seconds", "an integer"),
+        ({"colour": "blue"}, "portal.colour", "unknown key"),
+    ],
+)
+def test_bad_portal_settings_name_the_file_and_the_key(
+    portal: dict[str, Any], key: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_settings({**MINIMAL, "portal": portal}, "g.toml")
+    message = str(info.value)
+    assert message.startswith(f"g.toml: {key}: "), message
+    assert fragment in message and "\n" not in message
+
+
+def test_portal_defaults_and_a_public_url_without_its_trailing_slash() -> None:
+    s = parse_settings(MINIMAL, "g.toml").portal
+    assert (s.enabled, s.path, s.public_url) == (False, "/portal", None)
+    assert (s.link_ttl_seconds, s.session_idle_seconds) == (300, 1800)
+    on = {"enabled": True, "public_url": "https://api.example.com/", "path": "/keys"}
+    s = parse_settings({**MINIMAL, "portal": on}, "g.toml").portal
+    assert (s.public_url, s.path) == ("https://api.example.com", "/keys")
+
+
+async def test_portal_sessions_need_the_portal_enabled_and_a_live_account(gw: Running) -> None:
+    await gw.account(id="acct_off")
+    status, doc = await gw.admin("POST", "/admin/v1/accounts/acct_off/portal-sessions")
+    assert status == 409 and "portal.enabled" in doc["detail"]
+
+
+async def test_a_portal_session_answers_as_documented(tmp_path: Path, upstream: TestServer) -> None:
+    portal = {"enabled": True, "public_url": "https://api.example.com/", "link_ttl_seconds": 60}
+    settings = make_settings(tmp_path, url_of(upstream), portal=portal)
+    async with running_gateway(settings) as gw:
+        status, spec = await gw.admin("GET", "/admin/v1/openapi.json")
+        operation = spec["paths"]["/admin/v1/accounts/{account_id}/portal-sessions"]["post"]
+        schema = operation["responses"]["201"]["content"]["application/json"]["schema"]
+        validator = Draft202012Validator({**schema, "components": spec["components"]})
+        await gw.account(id="acct_on")
+        before = time.time()
+        status, doc = await gw.admin("POST", "/admin/v1/accounts/acct_on/portal-sessions")
+        assert status == 201
+        assert [e.message for e in validator.iter_errors(doc)] == []
+        assert re.fullmatch(r"https://api\.example\.com/portal/enter#[A-Za-z0-9_-]{43}", doc["url"])
+        expires = datetime.fromisoformat(doc["expires_at"]).timestamp()
+        assert before + 59 <= expires <= time.time() + 61
+        status, doc = await gw.admin("POST", "/admin/v1/accounts/nobody/portal-sessions")
+        assert status == 404
+        await gw.admin("PATCH", "/admin/v1/accounts/acct_on", json={"status": "deactivated"})
+        status, doc = await gw.admin("POST", "/admin/v1/accounts/acct_on/portal-sessions")
+        assert status == 409 and "deactivated" in doc["detail"]
+
+
+async def test_cookies_are_secure_behind_https(tmp_path: Path, upstream: TestServer) -> None:
+    portal = {"enabled": True, "public_url": "https://api.example.com"}
+    settings = make_settings(tmp_path, url_of(upstream), portal=portal)
+    async with running_gateway(settings) as gw:
+        await gw.account(id="acct_tls", provision_production_key=False)
+        status, doc = await gw.admin("POST", "/admin/v1/accounts/acct_tls/portal-sessions")
+        token = doc["url"].partition("#")[2]
+        async with gw.session.post(
+            gw.url + "/portal/enter", data={"token": token}, allow_redirects=False
+        ) as resp:
+            assert resp.status == 303
+            cookie = resp.headers["Set-Cookie"]
+        assert cookie.startswith("keygate_portal=")
+        assert "; Secure" in cookie and "; HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert token not in cookie
+        for proto, secure in (("https", True), ("http", False)):
+            async with gw.session.post(
+                gw.admin_url + "/ui/sign-in",
+                data={"token": ADMIN_TOKEN},
+                headers={"X-Forwarded-Proto": proto},
+                allow_redirects=False,
+            ) as resp:
+                assert resp.status == 303
+                cookie = resp.headers["Set-Cookie"]
+            assert ("; Secure" in cookie) is secure
+            assert ADMIN_TOKEN not in cookie
+
+
+CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
+
+
+async def test_in_a_fleet_console_and_portal_changes_wait_for_every_instance(
+    tmp_path: Path, upstream: TestServer, pg_url: str
+) -> None:
+    portal = {"enabled": True, "public_url": "http://portal.invalid"}
+    settings = make_settings(
+        tmp_path,
+        url_of(upstream),
+        store={"url": pg_url},
+        webhooks={"secret_key_env": SECRET_KEY_ENV},
+        portal=portal,
+    )
+    async with running_gateway(settings) as gw:
+        await gw.account(id="acct_fleet", provision_production_key=False)
+        jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1
+        async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+            # The console on the admin port.
+            await post(browser, gw.admin_url + "/ui/sign-in", {"token": ADMIN_TOKEN})
+            page = await get(browser, gw.admin_url + "/ui/accounts/acct_fleet/")
+            async with browser.post(
+                gw.admin_url + "/ui/accounts/acct_fleet/origins",
+                data={"csrf": csrf_of(page), "origin": "app.fleet.example"},
+                allow_redirects=False,
+            ) as resp:
+                assert resp.status == 303
+                confirmed = resp.headers["X-Gateway-Propagation"]
+            assert re.fullmatch(r"confirmed=1/1; revision=\d+", confirmed)
+
+            # The portal on the data plane (the link's token posted as the page's script does).
+            status, doc = await gw.admin("POST", "/admin/v1/accounts/acct_fleet/portal-sessions")
+            token = doc["url"].partition("#")[2]
+            await post(browser, gw.url + "/portal/enter", {"token": token})
+            page = await get(browser, gw.url + "/portal/accounts/acct_fleet/")
+            async with browser.post(
+                gw.url + "/portal/accounts/acct_fleet/keys",
+                data={"csrf": csrf_of(page), "environment": "test", "name": "fleet"},
+            ) as resp:
+                assert resp.status == 200 and "sk_test_" in await resp.text()
+                confirmed = resp.headers["X-Gateway-Propagation"]
+            assert re.fullmatch(r"confirmed=1/1; revision=\d+", confirmed)
+        status, doc = await gw.admin(
+            "GET", "/admin/v1/audit?account_id=acct_fleet&environment=test"
+        )
+        assert doc["data"][0]["actor"].startswith("portal:")
+
+
+async def post(browser: aiohttp.ClientSession, url: str, form: dict[str, str]) -> None:
+    async with browser.post(url, data=form) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def get(browser: aiohttp.ClientSession, url: str) -> str:
+    async with browser.get(url) as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+def csrf_of(page: str) -> str:
+    found = CSRF.search(page)
+    assert found is not None
+    return found.group(1)
