@@ -415,7 +415,7 @@ async def test_revocation_holds_on_the_next_request_while_admin_reads_run_concur
 ) -> None:
     """The index refresh must never read an older snapshot because an admin read is in flight."""
     account = await gw.account(provision_production_key=False)
-    for _ in range(100):
+    for _ in range(60):
         await gw.key(account["id"], is_test=True)
     stop = asyncio.Event()
 
@@ -424,7 +424,7 @@ async def test_revocation_holds_on_the_next_request_while_admin_reads_run_concur
             await gw.admin("GET", "/admin/v1/keys", params={"limit": "500"})
 
     readers = [asyncio.create_task(lister()) for _ in range(4)]
-    keys = [await gw.key(account["id"]) for _ in range(60)]
+    keys = [await gw.key(account["id"]) for _ in range(30)]
     leaked = stale = 0
     try:
         for key in keys:
