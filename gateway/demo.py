@@ -97,6 +97,7 @@ async def run_demo(port: int, admin_port: int) -> int:
                 f"""Gateway demo running (Ctrl-C to stop).
   data plane : {data_url}   ->  echo upstream on 127.0.0.1:{upstream_port}
   admin API  : {admin_url}   (token: {token})
+  console    : {admin_url}/ui/   (sign in with that token)
   account    : {account["id"]}
   key        : {key}
 
