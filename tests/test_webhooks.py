@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,11 @@ async def settled(gw: Running, count: int, **query: str) -> list[dict[str, Any]]
         assert time.monotonic() < deadline, found
         await asyncio.sleep(0.05)
     return found
+
+
+def soon(seconds: float) -> str:
+    """An RFC 3339 time `seconds` from now (expires_in cannot be under a minute)."""
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
 
 
 async def deliveries(gw: Running, **query: str) -> list[dict[str, Any]]:
@@ -316,9 +322,10 @@ async def test_upstream_events_reach_the_keys_that_listen_in_their_own_world(
     testing = await hooks.key(aid, is_test=True, webhook_url=url, webhook_events=paid)
     revoked = await hooks.key(aid, webhook_url=url, webhook_events=paid)
     await hooks.admin("POST", f"/admin/v1/keys/{revoked['id']}/revoke")
+    await hooks.key(aid, webhook_url=url, webhook_events=paid, expires_at=soon(0.5))
     other = await hooks.account("Other", provision_production_key=False)
     await hooks.key(other["id"], webhook_url=url, webhook_events=["*"])
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.6)  # the last key has expired
     before = len(r.seen)
 
     event = {"type": "order.paid", "account_id": aid, "data": {"order": 7, "total": "9.90"}}
@@ -405,12 +412,7 @@ async def test_keys_hear_once_that_they_will_expire_and_once_that_they_have(
     request: pytest.FixtureRequest,
     receiver: tuple[Receiver, str],
 ) -> None:
-    from datetime import UTC, datetime, timedelta
-
     from conftest import LOOPBACK_WEBHOOKS, gateway_on
-
-    def soon(seconds: float) -> str:
-        return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
 
     r, url = receiver
     warning = 2.0  # seconds before expires_at
