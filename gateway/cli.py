@@ -1,5 +1,7 @@
 """Command line: parse arguments, build settings, call the right entry point, return an exit
-code. Exit 2 for bad usage or configuration, 1 for a start-up failure, 0 after a clean stop."""
+code. Exit 2 for bad usage or configuration; 1 for a failure (a start-up that failed, a store
+that cannot be reached, migrations pending under `migrate --check`, a problem found by `store
+check` or `store backup`); 0 otherwise."""
 
 from __future__ import annotations
 
@@ -174,6 +176,7 @@ def _migrate(path: str, check_only: bool) -> int:
     from gateway.config import redact_url
     from gateway.server import run
     from gateway.store.factory import make_store
+    from gateway.store.schema import MIGRATIONS
     from gateway.store.sql import SchemaBehind
 
     try:
@@ -181,7 +184,10 @@ def _migrate(path: str, check_only: bool) -> int:
     except ConfigError as exc:
         return _fail(f"config error: {exc}", EXIT_CONFIG)
     where = f"store {redact_url(settings.store.url)}"
-    store = make_store(settings.store, os.environ)
+    try:
+        store = make_store(settings.store, os.environ)
+    except StoreError as exc:
+        return _fail(f"config error: {exc}", EXIT_CONFIG)
 
     async def main() -> None:
         await store.open("require" if check_only else "apply")
@@ -198,7 +204,13 @@ def _migrate(path: str, check_only: bool) -> int:
         return EXIT_FAILURE
     except StoreError as exc:
         return _fail(f"cannot migrate: {exc}", EXIT_FAILURE)
-    if store.schema_found == store.schema_version:
+    latest = len(MIGRATIONS)
+    if store.schema_version > latest:
+        print(
+            f"{where}: schema version {store.schema_version}, newer than this gateway's"
+            f" {latest} and compatible with it"
+        )
+    elif store.schema_found == store.schema_version:
         print(f"{where}: schema version {store.schema_version}, up to date")
     else:
         print(
@@ -231,8 +243,10 @@ def _store_backup(path: str, to: str) -> int:
     key = settings.webhooks.secret_key_env
     sealed = f"${key}" if key else f"{settings.store.sqlite_path}-secret.key"
     print(f"backed up {redact_url(settings.store.url)} to {to}: " + _summary(report))
+    for problem in report.problems:
+        print(f"problem: {problem}")
     print(f"signing secrets in it open only with the key in {sealed}: keep that key safe too")
-    return EXIT_OK if report.ok else EXIT_FAILURE
+    return EXIT_OK if report.intact else EXIT_FAILURE
 
 
 def _store_check(path: str) -> int:
@@ -266,12 +280,14 @@ def _store_check(path: str) -> int:
     print(f"store {redact_url(settings.store.url)}: " + _summary(report))
     for problem in report.problems:
         print(f"problem: {problem}")
-    return EXIT_OK if report.ok else EXIT_FAILURE
+    if report.schema_note is not None:
+        print(f"problem: {report.schema_note}")
+    return EXIT_OK if report.intact and report.schema_note is None else EXIT_FAILURE
 
 
 def _summary(report: Any) -> str:
     counts = ", ".join(f"{n} {name}" for name, n in report.counts.items())
-    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    verdict = "intact" if report.intact else f"{len(report.problems)} problem(s)"
     return f"schema version {report.schema_version}; {counts or 'not counted'}; {verdict}"
 
 

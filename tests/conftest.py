@@ -37,16 +37,40 @@ LEAKS = (
     re.compile(r"[a-z][a-z0-9]{0,19}_(?:live|test)_[0-9A-Za-z]{40,}"),
     re.compile(r"whsec_[A-Za-z0-9+/]{40,}={0,2}"),
 )
+CAPTURED_LEAKS: list[str] = []
 
 
-@pytest.fixture(scope="session", autouse=True)
-def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Every log of the run (the subprocess gateways' files, and a file the in-process
-    gateways' log records also go to) is searched, at the end, for the secrets in use."""
+def secrets_in(text: str) -> list[str]:
+    """The secrets `text` shows, abbreviated."""
     from support import ADMIN_TOKEN
 
     from gateway.keys import KEY_LENGTH, has_valid_checksum
 
+    found = [s[:8] + "..." for s in (ADMIN_TOKEN, os.environ[SECRET_KEY_ENV]) if s in text]
+    for match in LEAKS[0].finditer(text):
+        seen = match.group(0)
+        for start in range(seen.index("_")):  # the key may begin anywhere in the prefix part
+            key = seen[start : start + KEY_LENGTH]
+            if len(key) == KEY_LENGTH and has_valid_checksum(key.encode()):
+                found.append(key[:12] + "...")
+    found += [m.group(0)[:10] + "..." for m in LEAKS[1].finditer(text)]
+    return sorted(set(found))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """What each test's gateways printed or logged (the in-process access log goes to stdout)
+    is searched too."""
+    for name, text in report.sections:
+        if name.startswith("Captured") and (found := secrets_in(text)):
+            CAPTURED_LEAKS.append(f"{report.nodeid} ({name}): {found[:5]}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the run, every log file the suite's gateways wrote (subprocesses' files,
+    and one the in-process gateways' log records also go to) and every test's captured output
+    is searched for the secrets in use. (What a test captures itself, e.g. a CLI's answer
+    that shows a new key once by design, is not a log and is not searched.)"""
     base = tmp_path_factory.getbasetemp()
     handler = logging.FileHandler(base / "in-process.log")
     handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
@@ -58,18 +82,10 @@ def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     logger.removeHandler(handler)
     logger.setLevel(level)
     handler.close()
-    secrets = (ADMIN_TOKEN, os.environ[SECRET_KEY_ENV])
-    leaks = []
+    leaks = list(CAPTURED_LEAKS)
     for log in base.rglob("*.log"):
-        text = log.read_text(errors="replace")
-        found = [s for s in secrets if s in text]
-        for match in LEAKS[0].finditer(text):
-            key = match.group(0)[:KEY_LENGTH]
-            if len(key) == KEY_LENGTH and has_valid_checksum(key.encode()):
-                found.append(key[:12] + "...")
-        found += [m.group(0)[:10] + "..." for m in LEAKS[1].finditer(text)]
-        if found:
-            leaks.append(f"{log.relative_to(base)}: {sorted(set(found))[:5]}")
+        if found := secrets_in(log.read_text(errors="replace")):
+            leaks.append(f"{log.relative_to(base)}: {found[:5]}")
     assert not leaks, "secrets in logs:\n" + "\n".join(leaks)
 
 

@@ -57,7 +57,7 @@ async def test_five_processes_starting_together_on_a_fresh_sqlite_file_all_come_
     assert logs.count("migrated to schema version 1") == 1
 
 
-PREVIOUS_RELEASE = "2cb2c61"  # the last release landed before schema version 5
+PREVIOUS_RELEASE = "2cb2c61"  # the last landed release (schema 4); move on as releases land
 PREVIOUS_SCHEMA = 4
 
 
@@ -114,6 +114,9 @@ def test_migrate_reports_applies_and_serve_can_refuse_a_store_behind(
     )
     done = gateway_cli("store", "check", "--config", str(strict))
     assert done.returncode == 1 and "behind this gateway's" in done.stdout, done
+    # Step 1 of an upgrade: a backup of a store that is behind is a good backup.
+    done = gateway_cli("store", "backup", "--config", str(strict), "--to", str(tmp_path / "b.db"))
+    assert done.returncode == 0 and f"schema version {PREVIOUS_SCHEMA};" in done.stdout, done
     # migrate_on_start = false: serve refuses, in one line naming the command to run.
     done = gateway_cli("serve", "--config", str(strict))
     assert done.returncode == 1, done
@@ -135,18 +138,39 @@ def test_migrate_reports_applies_and_serve_can_refuse_a_store_behind(
     done = gateway_cli("store", "check", "--config", str(strict))
     assert done.returncode == 0, done
     assert f"schema version {latest}; 1 accounts, 1 keys, 0 revoked keys" in done.stdout
-    assert done.stdout.rstrip().endswith("; ok")
+    assert done.stdout.rstrip().endswith("; intact")
     with sqlite3.connect(db) as conn:  # a key that expired before the upgrade: no late news
         assert conn.execute("SELECT expiry_notice FROM api_keys").fetchone()[0] == 2
     conn.close()
-    # A store newer than this gateway is refused by every command, in one line.
+    # A store a newer release migrated in a way this one cannot follow is refused by every
+    # command, in one line.
     with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE name = 'compatible_from'").fetchone()
         conn.execute(f"PRAGMA user_version = {latest + 1}")
+        conn.execute(f"UPDATE meta SET value = {latest + 1} WHERE name = 'compatible_from'")
     conn.close()
     for args in (("migrate", "--config", str(strict)), ("serve", "--config", str(strict))):
         done = gateway_cli(*args)
         assert done.returncode == 1 and "upgrade the gateway" in done.stderr, done
         assert done.stderr.count("\n") == 1
+    # ... unless the release that migrated it says this one still runs on it.
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE meta SET value = {latest} WHERE name = 'compatible_from'")
+    conn.close()
+    done = gateway_cli("migrate", "--config", str(strict))
+    assert done.returncode == 0 and "newer than this gateway's" in done.stdout, done
+    server = GatewayProcess(strict, tmp_path / "newer.log")
+    server.start(port, admin_port)
+    assert server.stop() == 0
+    assert "still run on it: serving" in server.log_path.read_text()
+    # Checking never makes a store.
+    missing = write_config(
+        tmp_path / "missing.toml", up, tmp_path / "nope" / "x.db", port, admin_port
+    )
+    for args in (("migrate", "--check"), ("store", "check")):
+        done = gateway_cli(*args, "--config", str(missing))
+        assert done.returncode == 1 and "does not exist" in done.stderr, done
+    assert not (tmp_path / "nope").exists()
 
 
 async def test_an_old_release_keeps_serving_while_the_store_is_upgraded_beside_it(
@@ -282,13 +306,13 @@ async def test_a_backup_taken_under_write_load_holds_every_acknowledged_key(
     assert during > len(before), "the load kept writing while the backup ran"
     first, second = done.stdout.splitlines()
     assert first.startswith(f"backed up sqlite:///{db} to {backup}: schema version")
-    assert first.endswith("; ok") and "secret.key" in second
+    assert first.endswith("; intact") and "secret.key" in second
     assert backup.stat().st_mode & 0o777 == 0o600
     # Restore: a gateway on the copy knows every key acknowledged before the backup began.
     port, admin_port = free_port(), free_port()
     restored_cfg = write_config(tmp_path / "restored.toml", up, backup, port, admin_port)
     done = gateway_cli("store", "check", "--config", str(restored_cfg))
-    assert done.returncode == 0 and done.stdout.rstrip().endswith("; ok"), done
+    assert done.returncode == 0 and done.stdout.rstrip().endswith("; intact"), done
     restored = GatewayProcess(restored_cfg, tmp_path / "restored.log")
     restored.start(port, admin_port)
     try:

@@ -4,6 +4,7 @@ and check it (`gateway store backup|check`; `gateway migrate` is SqlStore.open's
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ COUNTS = {
 
 @dataclass
 class Report:
-    """What a check found: the schema version, row counts, and any problem."""
+    """What a check found: the schema version, row counts, and damage (`problems`)."""
 
     schema_version: int
     latest: int
@@ -33,30 +34,38 @@ class Report:
     problems: list[str] = field(default_factory=list)
 
     @property
-    def ok(self) -> bool:
+    def intact(self) -> bool:
         return not self.problems
 
-    def behind(self) -> bool:
+    @property
+    def schema_note(self) -> str | None:
+        """Why this gateway cannot serve the store as it is (None: it can)."""
         if self.schema_version < self.latest:
-            self.problems.append(
+            return (
                 f"schema version {self.schema_version} is behind this gateway's {self.latest}:"
                 " run `gateway migrate`"
             )
-        elif self.schema_version > self.latest:
-            self.problems.append(
+        if self.schema_version > self.latest:
+            return (
                 f"schema version {self.schema_version} is newer than this gateway's"
                 f" {self.latest}: upgrade the gateway"
             )
-        return self.schema_version != self.latest  # its tables may not be the ones counted
+        return None
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    # As a URI, so the path must be escaped ('#', '%', '?' in a name); mode=ro never creates
+    # the database (SQLite may still make -wal/-shm files beside a stopped one).
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
 
 
 def check_sqlite(path: Path) -> Report:
     """SQLite's integrity and foreign-key checks, the schema version and row counts, on a
-    connection of its own (read-only: safe beside running gateways)."""
+    read-only connection of its own (safe beside running gateways)."""
     if not path.is_file():
         raise StoreError(f"{path} does not exist")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        conn = _read_only(path)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open {path}: {exc}") from None
     try:
@@ -66,8 +75,8 @@ def check_sqlite(path: Path) -> Report:
             report.problems.extend(f"integrity: {line}" for line in verdict[:20])
         for row in conn.execute("PRAGMA foreign_key_check"):
             report.problems.append(f"foreign key: a row of {row[0]} refers to a missing {row[2]}")
-        if not report.behind():
-            for name, sql in COUNTS.items():
+        for name, sql in COUNTS.items():
+            with contextlib.suppress(sqlite3.OperationalError):  # an older schema lacks it
                 report.counts[name] = int(conn.execute(sql).fetchone()[0])
         return report
     except sqlite3.Error as exc:
@@ -80,7 +89,7 @@ async def check_postgres(store: PostgresStore) -> Report:
     """Schema version and row counts (PostgreSQL checks its own pages) of a store opened with
     migrate="skip"."""
     report = Report(store.schema_version, len(PG_MIGRATIONS))
-    if not report.behind():
+    if report.schema_version == report.latest:
         for name, sql in COUNTS.items():
             report.counts[name] = int((await store._one(sql))[0])
     return report
@@ -102,13 +111,15 @@ def backup_sqlite(source: Path, target: Path) -> Report:
     try:
         _copy(source, target)
         return check_sqlite(target)
-    except (sqlite3.Error, OSError) as exc:
+    except BaseException as exc:  # a failed or interrupted backup leaves nothing behind
         target.unlink(missing_ok=True)
-        raise StoreError(f"backup failed: {exc}") from exc
+        if isinstance(exc, sqlite3.Error | OSError):
+            raise StoreError(f"backup failed: {exc}") from exc
+        raise
 
 
 def _copy(source: Path, target: Path) -> None:
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=10)
+    src = _read_only(source)
     try:
         dst = sqlite3.connect(target)
         try:

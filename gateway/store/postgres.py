@@ -23,8 +23,15 @@ import asyncpg
 from gateway.config import redact_url as redacted
 from gateway.errors import ConflictError, ProblemError, StoreError, ValidationError
 from gateway.store.records import Actor
-from gateway.store.schema import PG_MIGRATIONS
-from gateway.store.sql import IndexRead, SqlStore, Tx, check_version
+from gateway.store.schema import COMPATIBLE_FROM, PG_MIGRATIONS
+from gateway.store.sql import (
+    COMPATIBLE_FROM_SQL,
+    READ_COMPATIBLE_FROM,
+    IndexRead,
+    SqlStore,
+    Tx,
+    check_version,
+)
 
 log = logging.getLogger("gateway.store")
 
@@ -157,12 +164,18 @@ class PostgresStore(SqlStore):
             return 0
         return int(await conn.fetchval("SELECT max(version) FROM schema_version") or 0)
 
+    @staticmethod
+    async def _compatible_from(conn: asyncpg.Connection) -> int | None:
+        value = await conn.fetchval(pg_sql(READ_COMPATIBLE_FROM))
+        return None if value is None else int(value)
+
     async def _migrate(self, migrate: str) -> None:
         where, latest = redacted(self.url), len(PG_MIGRATIONS)
         async with self._conn() as conn:
             try:
-                self.schema_found = self.schema_version = await self._version(conn)
-                if not check_version(where, self.schema_found, latest, migrate):
+                self.schema_found = self.schema_version = found = await self._version(conn)
+                compatible = await self._compatible_from(conn) if found > latest else None
+                if not check_version(where, found, latest, migrate, compatible):
                     return
                 # Another instance may be migrating: wait for it, longer than a command.
                 await conn.execute(
@@ -172,12 +185,17 @@ class PostgresStore(SqlStore):
                     await conn.execute(
                         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
                     )
-                    version = await self._version(conn)  # again, under the lock
-                    if not check_version(where, version, latest, migrate):
+                    # Again, under the lock: another instance may have migrated meanwhile.
+                    self.schema_version = version = await self._version(conn)
+                    compatible = await self._compatible_from(conn) if version > latest else None
+                    if not check_version(where, version, latest, migrate, compatible):
                         return
                     for number, script in enumerate(PG_MIGRATIONS[version:], start=version + 1):
                         async with conn.transaction():
                             await conn.execute(script)
+                            await conn.execute(
+                                pg_sql(COMPATIBLE_FROM_SQL), COMPATIBLE_FROM[number - 1]
+                            )
                             await conn.execute("DELETE FROM schema_version")
                             await conn.execute(
                                 "INSERT INTO schema_version (version) VALUES ($1)", number

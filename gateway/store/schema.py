@@ -325,3 +325,12 @@ PG_MIGRATIONS: tuple[str, ...] = (
     );
     """,
 )
+
+
+# For each migration (1-based position), the oldest schema version whose gateway still runs
+# correctly on a store after it: a migration that only adds (tables, columns with defaults,
+# indexes) keeps the previous value, one that changes what older code reads or writes raises
+# it to its own number. The store keeps the value of its newest migration (`meta`), so an
+# older gateway restarted on a newer store can tell whether it may serve it.
+COMPATIBLE_FROM: tuple[int, ...] = (1, 2, 3, 4, 4, 4)
+assert len(COMPATIBLE_FROM) == len(MIGRATIONS) == len(PG_MIGRATIONS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import base64
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -136,10 +137,23 @@ class SchemaBehind(StoreError):
         )
 
 
-def check_version(where: str, found: int, latest: int, migrate: str) -> bool:
-    """Whether to migrate from `found`: refuses a newer schema, and an older one if the
-    caller requires the current one."""
+def check_version(
+    where: str, found: int, latest: int, migrate: str, compatible_from: int | None = None
+) -> bool:
+    """Whether to migrate from `found`: refuses an older schema if the caller requires the
+    current one, and a newer one unless the store says code of `latest` still runs on it
+    (`compatible_from`, written by the release that migrated it: expand-only migrations)."""
     if found > latest:
+        if compatible_from is not None and compatible_from <= latest:
+            logging.getLogger("gateway.store").warning(
+                "%s has schema version %d, newer than this gateway's %d, and says gateways of"
+                " schema %d and later still run on it: serving",
+                where,
+                found,
+                latest,
+                compatible_from,
+            )
+            return False
         raise StoreError(
             f"{where} has schema version {found}, newer than this gateway knows ({latest}):"
             " upgrade the gateway"
@@ -147,6 +161,14 @@ def check_version(where: str, found: int, latest: int, migrate: str) -> bool:
     if found < latest and migrate == "require":
         raise SchemaBehind(where, found, latest)
     return found < latest and migrate == "apply"
+
+
+# Stored in `meta` by each migration: the oldest schema whose gateway still runs on the store.
+COMPATIBLE_FROM_SQL = (
+    "INSERT INTO meta (name, value) VALUES ('compatible_from', ?)"
+    " ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+)
+READ_COMPATIBLE_FROM = "SELECT value FROM meta WHERE name = 'compatible_from'"
 
 
 class Tx(abc.ABC):

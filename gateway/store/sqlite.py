@@ -24,8 +24,15 @@ import aiosqlite
 from gateway.errors import ConflictError, StoreError
 from gateway.store.records import Actor
 from gateway.store.revision import RevisionCounter
-from gateway.store.schema import MIGRATIONS
-from gateway.store.sql import IndexRead, SqlStore, Tx, check_version
+from gateway.store.schema import COMPATIBLE_FROM, MIGRATIONS
+from gateway.store.sql import (
+    COMPATIBLE_FROM_SQL,
+    READ_COMPATIBLE_FROM,
+    IndexRead,
+    SqlStore,
+    Tx,
+    check_version,
+)
 
 log = logging.getLogger("gateway.store")
 BUSY_TIMEOUT_MS = 2000
@@ -119,6 +126,8 @@ class SQLiteStore(SqlStore):
     # -- life cycle --------------------------------------------------------------------------
 
     async def open(self, migrate: str = "apply") -> None:
+        if migrate != "apply" and not self.path.is_file():  # a check never makes a store
+            raise StoreError(f"SQLite store {self.path} does not exist")
         try:
             _create_private(self.path)
         except OSError as exc:
@@ -156,26 +165,34 @@ class SQLiteStore(SqlStore):
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def _compatible_from(self, conn: aiosqlite.Connection) -> int | None:
+        async with conn.execute(READ_COMPATIBLE_FROM) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else None
+
     async def _migrate(self, conn: aiosqlite.Connection, migrate: str) -> None:
         """Bring the schema up to date, one migration per transaction. Any number of processes
         may do this at once on one file: each migration starts with BEGIN IMMEDIATE (one
         writer at a time) and reads the version inside that transaction, so a migration
         another process applied meanwhile is seen, not applied twice."""
-        latest = len(MIGRATIONS)
-        self.schema_found = self.schema_version = await self._version(conn)
-        if not check_version(str(self.path), self.schema_found, latest, migrate):
+        where, latest = str(self.path), len(MIGRATIONS)
+        self.schema_found = self.schema_version = found = await self._version(conn)
+        compatible = await self._compatible_from(conn) if found > latest else None
+        if not check_version(where, found, latest, migrate, compatible):
             return
         await conn.execute(f"PRAGMA busy_timeout = {MIGRATE_WAIT_MS}")  # a big migration
         try:
             while True:
                 await conn.execute("BEGIN IMMEDIATE")
                 try:
-                    version = await self._version(conn)
-                    if not check_version(str(self.path), version, latest, migrate):
+                    self.schema_version = version = await self._version(conn)
+                    compatible = await self._compatible_from(conn) if version > latest else None
+                    if not check_version(where, version, latest, migrate, compatible):
                         await conn.execute("COMMIT")
                         return
                     for statement in _statements(MIGRATIONS[version]):
                         await conn.execute(statement)
+                    await conn.execute(COMPATIBLE_FROM_SQL, (COMPATIBLE_FROM[version],))
                     await conn.execute(f"PRAGMA user_version = {version + 1}")
                     await conn.execute("COMMIT")
                 except BaseException:
