@@ -227,3 +227,56 @@ def csrf_of(page: str) -> str:
     found = CSRF.search(page)
     assert found is not None
     return found.group(1)
+
+
+PORTAL_ON = {"enabled": True, "public_url": "http://portal.invalid", "link_ttl_seconds": 60}
+FORM = "application/x-www-form-urlencoded"
+
+
+async def raw_post(
+    gw: Running, url: str, body: bytes, ctype: str = FORM, **headers: str
+) -> tuple[int, str, aiohttp.ClientResponse]:
+    async with gw.session.post(
+        url, data=body, headers={"Content-Type": ctype, **headers}, allow_redirects=False
+    ) as resp:
+        return resp.status, await resp.text(), resp
+
+
+async def test_hostile_forms_are_refused_with_400_not_a_crash(
+    tmp_path: Path, upstream: TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes that are not valid in the form's charset, an unknown charset, a CSRF token that
+    is not ASCII: a page that says so, never a 500 and never a traceback in the log."""
+    settings = make_settings(tmp_path, url_of(upstream), portal=PORTAL_ON)
+    async with running_gateway(settings) as gw:
+        caplog.set_level("WARNING")
+        for url in (gw.admin_url + "/ui/sign-in", gw.url + "/portal/enter"):
+            for body, ctype in (
+                (b"token=\xff\xfe", FORM),
+                (b"token=abc", FORM + "; charset=bogus"),
+                (b"token=abc", FORM + "; charset=utf-32"),
+            ):
+                status, text, _ = await raw_post(gw, url, body, ctype)
+                assert status == 400, (url, body, ctype, status)
+                assert "could not be read" in text
+        # With a session: a CSRF token that is not ASCII.
+        status, _, resp = await raw_post(
+            gw, gw.admin_url + "/ui/sign-in", f"token={ADMIN_TOKEN}".encode()
+        )
+        assert status == 303
+        cookie = resp.cookies["keygate_console"].value
+        status, text, _ = await raw_post(
+            gw,
+            gw.admin_url + "/ui/accounts",
+            "csrf=é&name=x".encode(),
+            Cookie=f"keygate_console={cookie}",
+        )
+        assert status == 403 and "no valid CSRF token" in text
+        status, text, _ = await raw_post(
+            gw,
+            gw.admin_url + "/ui/accounts",
+            b"csrf=\xff&name=x",
+            Cookie=f"keygate_console={cookie}",
+        )
+        assert status == 400
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]

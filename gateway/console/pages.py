@@ -31,6 +31,7 @@ from gateway.console.session import (
     SESSIONS,
     Place,
     message,
+    read_form,
     see_other,
     session_cookie,
 )
@@ -99,7 +100,7 @@ def problem_text(exc: ProblemError) -> str:
 
 
 async def form_text(request: web.Request, name: str) -> str:
-    value = (await request.post()).get(name, "")
+    value = (await read_form(request)).get(name, "")
     return value.strip() if isinstance(value, str) else ""
 
 
@@ -221,7 +222,7 @@ async def delete_key(request: web.Request) -> web.Response:
 
 @action
 async def save_webhook(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await read_form(request)
     url = await form_text(request, "webhook_url")
     body: dict[str, Any] = {"webhook_url": url or None}
     if url:
@@ -292,7 +293,7 @@ async def render_accounts(
 
 
 async def create_account(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await read_form(request)
     body: dict[str, Any] = {
         "name": await form_text(request, "name"),
         "provision_production_key": form.get("provision_production_key") == "on",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import aiohttp_jinja2
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from gateway.admin.problems import REQUEST_ID
 from gateway.admin.state import STORE
@@ -59,6 +60,31 @@ SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions", SessionStore)
 OPEN_HANDLERS: web.AppKey[frozenset[Handler]] = web.AppKey("open_handlers", frozenset)
 SESSION: web.RequestKey[Session] = web.RequestKey("session", Session)
 CSRF: web.RequestKey[str] = web.RequestKey("csrf", str)
+
+
+class BadForm(ProblemError):
+    """A form body that cannot be read (not valid in its charset, an unknown charset)."""
+
+    status = 400
+    title = "Bad request"
+
+
+async def read_form(
+    request: web.Request,
+) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """The request's form, or a 400 page: whatever a client sends, reading its form never
+    crashes a handler (aiohttp raises UnicodeDecodeError for bytes that are not valid in the
+    charset, LookupError for an unknown charset)."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError):
+        raise BadForm("The form could not be read, so nothing was changed.") from None
+
+
+def same_digest(given: str, expected: str) -> bool:
+    """Constant-time comparison of a client's text with an expected ASCII value. Compared as
+    bytes: `hmac.compare_digest` raises TypeError on non-ASCII str."""
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
 
 
 def csrf_token(session_token: str) -> str:
@@ -165,9 +191,9 @@ async def _guarded(request: web.Request, handler: Handler, place: Place) -> web.
     request[SESSION] = session
     request[CSRF] = expected = csrf_token(token)
     if request.method not in ("GET", "HEAD"):
-        form = await request.post()
+        form = await read_form(request)
         given = form.get("csrf")
-        if not isinstance(given, str) or not hmac.compare_digest(given, expected):
+        if not isinstance(given, str) or not same_digest(given, expected):
             return message(
                 request,
                 403,
