@@ -20,7 +20,7 @@ from support import ADMIN_TOKEN, Running, make_settings, running_gateway, url_of
 
 from gateway.config import parse_settings
 from gateway.errors import ConfigError
-from gateway.store.sessions import SessionStore, digest
+from gateway.store.sessions import SessionStore, digest, new_token
 from gateway.store.sql import SqlStore
 
 MINIMAL = {"upstream": {"url": "http://127.0.0.1:9000"}}
@@ -59,6 +59,41 @@ async def test_a_link_opens_once_even_when_two_browsers_race(gw: Running) -> Non
     await asyncio.sleep(0.3)
     assert await store.redeem_link(expired) is None
     assert await store.redeem_link("made-up") is None
+
+
+@pytest.mark.both_stores
+async def test_junk_tokens_and_cookies_never_make_the_store_write(
+    gw: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone can post to {portal}/enter or send a `keygate_portal` cookie: a value that is not
+    of the generated format costs nothing, an unknown well-formed one a read, never a write."""
+    store = sessions(gw)
+    sql = store.store
+    link, _ = await store.create_link("acct_1", ttl_seconds=60)
+    calls: list[str] = []
+    real_write, real_one = sql._write, sql._one
+
+    def write(*args: Any, **kwargs: Any) -> Any:
+        calls.append("write")
+        return real_write(*args, **kwargs)
+
+    async def one(*args: Any, **kwargs: Any) -> Any:
+        calls.append("read")
+        return await real_one(*args, **kwargs)
+
+    monkeypatch.setattr(sql, "_write", write)
+    monkeypatch.setattr(sql, "_one", one)
+    for junk in ("", "made-up", link[:-1], link + "A", link[:-1] + "!", "é" * 43, link + "\n"):
+        assert await store.redeem_link(junk) is None
+        assert await store.session(junk, "portal") is None
+        await store.end_session(junk)
+    assert calls == []
+    assert await store.redeem_link(new_token()) is None
+    assert calls == ["read"]
+    assert await store.redeem_link(link) == "acct_1"
+    assert calls[1:] == ["read", "write"]
+    assert await store.redeem_link(link) is None  # used: a read again, no write
+    assert calls[3:] == ["read"]
 
 
 @pytest.mark.both_stores

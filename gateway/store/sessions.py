@@ -9,6 +9,7 @@ a public id, which is what the audit trail names (`portal:<id>`), never the secr
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from gateway.store.sql import SqlStore
 from gateway.timeutil import now_us
 
 TOKEN_BYTES = 32
+# What `new_token` makes: 32 random bytes in unpadded URL-safe base64. Anything else a client
+# sends as a cookie or a link token is refused before the store is asked (no read, no write).
+TOKEN_FORMAT = re.compile(r"[A-Za-z0-9_-]{43}")
 SECOND_US = 1_000_000
 TOUCH_EVERY_US = 5 * SECOND_US  # idle time is measured to within this: fewer writes
 FORGET_LINKS_AFTER_US = 86_400 * SECOND_US  # used or expired links are deleted after a day
@@ -28,6 +32,11 @@ def digest(token: str) -> bytes:
 
 def new_token() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def well_formed(token: str) -> bool:
+    """Whether `token` could have been made by `new_token`."""
+    return TOKEN_FORMAT.fullmatch(token) is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +84,8 @@ class SessionStore:
     async def session(self, token: str, kind: str) -> Session | None:
         """The live session of this kind that `token` opens, its idle clock restarted; None
         when there is none (unknown, ended, idle too long, another kind)."""
+        if not well_formed(token):
+            return None
         now = now_us()
         row = await self.store._one(
             "SELECT id, kind, account_id, created_at, last_seen_at, idle_us FROM ui_sessions"
@@ -93,6 +104,8 @@ class SessionStore:
         )
 
     async def end_session(self, token: str) -> None:
+        if not well_formed(token):
+            return
         async with self.store._write(None, ordered=False) as tx:
             await tx.execute("DELETE FROM ui_sessions WHERE token_hash = ?", (digest(token),))
 
@@ -114,16 +127,26 @@ class SessionStore:
 
     async def redeem_link(self, token: str) -> str | None:
         """The account a link opens, marking it used in the same statement, so two browsers
-        racing with one link cannot both get in; None when unknown, used or expired."""
+        racing with one link cannot both get in; None when unknown, used or expired.
+
+        Only a link that can be redeemed costs a write: a malformed token is refused without
+        asking the store, and an unknown, used or expired one with a read."""
+        if not well_formed(token):
+            return None
         now = now_us()
         key = digest(token)
+        row = await self.store._one(
+            "SELECT account_id FROM portal_links"
+            " WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?",
+            (key, now),
+        )
+        if row is None:
+            return None
         async with self.store._write(None, ordered=False) as tx:
+            # Still conditional: of two requests that both read the row unused, one updates it.
             used = await tx.execute(
                 "UPDATE portal_links SET used_at = ?"
                 " WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?",
                 (now, key, now),
             )
-            if used != 1:
-                return None
-            row = await tx.one("SELECT account_id FROM portal_links WHERE token_hash = ?", (key,))
-        return str(row[0]) if row else None
+        return str(row[0]) if used == 1 else None
