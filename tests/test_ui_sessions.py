@@ -5,6 +5,7 @@ and the portal's changes waiting for every instance like the admin API's."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from datetime import datetime
@@ -13,14 +14,16 @@ from typing import Any
 
 import aiohttp
 import pytest
+import support
 from aiohttp.test_utils import TestServer
 from conftest import SECRET_KEY_ENV
 from jsonschema import Draft202012Validator
 from support import ADMIN_TOKEN, Running, make_settings, running_gateway, url_of
 
+import gateway.store.sessions
 from gateway.config import parse_settings
 from gateway.errors import ConfigError
-from gateway.store.sessions import SessionStore, digest, new_token
+from gateway.store.sessions import MAX_AGE_US, SessionStore, digest, new_token
 from gateway.store.sql import SqlStore
 
 MINIMAL = {"upstream": {"url": "http://127.0.0.1:9000"}}
@@ -315,3 +318,87 @@ async def test_hostile_forms_are_refused_with_400_not_a_crash(
         )
         assert status == 400
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
+
+
+@pytest.mark.both_stores
+async def test_a_session_in_use_still_ends_after_its_maximum_age(
+    gw: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = sessions(gw)
+    made = [await store.create_session(kind, "acct_1", 86_400) for kind in ("console", "portal")]
+    tokens = [token for token, _ in made]
+    started = max(session.created_at for _, session in made)
+    for offset, alive in ((MAX_AGE_US - 60_000_000, True), (MAX_AGE_US + 1, False)):
+        monkeypatch.setattr(gateway.store.sessions, "now_us", lambda o=offset: started + o)
+        for token, kind in zip(tokens, ("console", "portal"), strict=True):
+            assert (await store.session(token, kind) is not None) is alive, (kind, offset)
+
+
+async def console_sign_in(gw: Running, cookie: str = "") -> str:
+    status, _, resp = await raw_post(
+        gw,
+        gw.admin_url + "/ui/sign-in",
+        f"token={support.ADMIN_TOKEN}".encode(),
+        Cookie=f"keygate_console={cookie}",
+    )
+    assert status == 303
+    return resp.cookies["keygate_console"].value
+
+
+async def console_status(gw: Running, cookie: str) -> int:
+    async with gw.session.get(
+        gw.admin_url + "/ui/",
+        headers={"Cookie": f"keygate_console={cookie}"},
+        allow_redirects=False,
+    ) as resp:
+        return resp.status
+
+
+async def test_changing_the_admin_token_ends_console_sessions(
+    tmp_path: Path, upstream: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path, url_of(upstream))
+    async with running_gateway(settings) as gw:
+        cookie = await console_sign_in(gw)
+        assert await console_status(gw, cookie) == 200
+        store = sessions(gw).store
+        rows = await store._all("SELECT token_hash FROM ui_sessions")
+        (stored,) = [bytes(r[0]) for r in rows]
+        assert stored != digest(cookie)
+        assert hashlib.sha256(ADMIN_TOKEN.encode()).digest() != stored
+    async with running_gateway(settings) as gw:  # a restart with the same token: still in
+        assert await console_status(gw, cookie) == 200
+    monkeypatch.setattr(support, "ADMIN_TOKEN", "a-new-admin-token-9876543210")
+    async with running_gateway(settings) as gw:  # the token changed: signed out
+        assert await console_status(gw, cookie) == 303
+        assert await console_status(gw, await console_sign_in(gw)) == 200
+
+
+async def test_a_new_sign_in_or_link_in_the_same_browser_ends_the_previous_session(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    settings = make_settings(tmp_path, url_of(upstream), portal=PORTAL_ON)
+    async with running_gateway(settings) as gw:
+        first = await console_sign_in(gw)
+        second = await console_sign_in(gw, first)
+        assert await console_status(gw, first) == 303
+        assert await console_status(gw, second) == 200
+
+        await gw.account(id="acct_twice", provision_production_key=False)
+        cookies = []
+        for _ in range(2):
+            status, doc = await gw.admin("POST", "/admin/v1/accounts/acct_twice/portal-sessions")
+            token = doc["url"].partition("#")[2]
+            previous = f"keygate_portal={cookies[-1]}" if cookies else ""
+            status, _, resp = await raw_post(
+                gw, gw.url + "/portal/enter", f"token={token}".encode(), Cookie=previous
+            )
+            assert status == 303
+            cookies.append(resp.cookies["keygate_portal"].value)
+        for cookie, wanted in zip(cookies, (401, 200), strict=True):
+            async with gw.session.get(
+                gw.url + "/portal/accounts/acct_twice/",
+                headers={"Cookie": f"keygate_portal={cookie}"},
+                allow_redirects=False,
+            ) as resp:
+                assert resp.status == wanted

@@ -33,6 +33,7 @@ from gateway.console.session import (
     message,
     read_form,
     see_other,
+    session_binding,
     session_cookie,
 )
 from gateway.errors import NotFoundError, ProblemError
@@ -338,14 +339,22 @@ async def sign_in(request: web.Request) -> web.Response:
             {"place": place, "error": "That is not the admin token."},
             status=401,
         )
-    value, session = await request.app[SESSIONS].create_session("console", None, place.idle_seconds)
+    value, session = await request.app[SESSIONS].create_session(
+        "console",
+        None,
+        place.idle_seconds,
+        bound_to=session_binding(request),
+        replacing=request.cookies.get(place.cookie, ""),  # one browser, one session
+    )
     log.info("console session %s began from %s", session.id, request.remote)
     return see_other(f"{place.root}/", session_cookie(request, place, value))
 
 
 async def sign_out(request: web.Request) -> web.Response:
     place = request.app[PLACE]
-    await request.app[SESSIONS].end_session(request.cookies.get(place.cookie, ""))
+    await request.app[SESSIONS].end_session(
+        request.cookies.get(place.cookie, ""), bound_to=session_binding(request)
+    )
     cookie = session_cookie(request, place, "")
     if place.kind == "console":
         return see_other(f"{place.root}/sign-in", cookie)
@@ -375,7 +384,12 @@ async def enter(request: web.Request) -> web.Response:
             "This link has already been used or has expired; each link opens the page once. "
             "Open the API keys page again from the application that sent you here.",
         )
-    value, session = await sessions.create_session("portal", account.id, place.idle_seconds)
+    value, session = await sessions.create_session(
+        "portal",
+        account.id,
+        place.idle_seconds,
+        replacing=request.cookies.get(place.cookie, ""),  # one browser, one session
+    )
     log.info("portal session %s began for account %s", session.id, account.id)
     return see_other(account_url(place, account.id), session_cookie(request, place, value))
 

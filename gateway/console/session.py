@@ -22,7 +22,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from gateway.admin.problems import REQUEST_ID
-from gateway.admin.state import STORE
+from gateway.admin.state import STORE, TOKEN
 from gateway.errors import ProblemError, StoreError
 from gateway.store.records import ACTIVE
 from gateway.store.sessions import Session, SessionStore
@@ -85,6 +85,14 @@ def same_digest(given: str, expected: str) -> bool:
     """Constant-time comparison of a client's text with an expected ASCII value. Compared as
     bytes: `hmac.compare_digest` raises TypeError on non-ASCII str."""
     return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
+
+
+def session_binding(request: web.Request) -> bytes:
+    """The key this place's sessions are bound to: the admin token's fingerprint for the
+    console (changing the token ends its sessions), none for the portal."""
+    if request.app[PLACE].kind == "console":
+        return request.app[TOKEN].session_key()
+    return b""
 
 
 def csrf_token(session_token: str) -> str:
@@ -161,7 +169,12 @@ async def _guarded(request: web.Request, handler: Handler, place: Place) -> web.
     if request.match_info.handler in request.app[OPEN_HANDLERS]:
         return await handler(request)
     token = request.cookies.get(place.cookie, "")
-    session = await request.app[SESSIONS].session(token, place.kind) if token else None
+    sessions = request.app[SESSIONS]
+    session = (
+        await sessions.session(token, place.kind, bound_to=session_binding(request))
+        if token
+        else None
+    )
     if session is None:
         if place.kind == "console" and request.method == "GET":
             return see_other(f"{place.root}/sign-in", session_cookie(request, place, ""))

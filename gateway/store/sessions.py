@@ -4,11 +4,20 @@ on the next request, whichever worker takes it).
 
 Only SHA-256 digests of the secrets (the cookie value, the link token) are stored; the
 plaintext exists in the browser and in the one response that handed it out. A session also has
-a public id, which is what the audit trail names (`portal:<id>`), never the secret."""
+a public id, which is what the audit trail names (`portal:<id>`), never the secret.
+
+A console session is also bound to the admin token it was opened with: its row holds an HMAC
+of the cookie value keyed by a fingerprint of that token (`AdminToken.session_key`, itself an
+HMAC keyed by the token's SHA-256 digest; neither the token nor its digest is stored). Looked
+up under another admin token the row is simply not found, so changing the token ends every
+console session, across restarts and on every instance of a fleet.
+
+Every session also ends `MAX_AGE_US` after it began, however busy it is."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 import uuid
@@ -23,11 +32,17 @@ TOKEN_BYTES = 32
 TOKEN_FORMAT = re.compile(r"[A-Za-z0-9_-]{43}")
 SECOND_US = 1_000_000
 TOUCH_EVERY_US = 5 * SECOND_US  # idle time is measured to within this: fewer writes
+MAX_AGE_US = 12 * 3600 * SECOND_US  # console and portal alike: no setting (contract section 10)
 FORGET_LINKS_AFTER_US = 86_400 * SECOND_US  # used or expired links are deleted after a day
 
 
-def digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+def digest(token: str, bound_to: bytes = b"") -> bytes:
+    """What the store keeps of a secret: its SHA-256 digest, or its HMAC-SHA256 keyed by
+    `bound_to` when the secret is good only together with that key (console sessions)."""
+    raw = token.encode("utf-8", "surrogateescape")
+    if bound_to:
+        return hmac.new(bound_to, raw, hashlib.sha256).digest()
+    return hashlib.sha256(raw).digest()
 
 
 def new_token() -> str:
@@ -55,23 +70,38 @@ class SessionStore:
         self.store = store
 
     async def create_session(
-        self, kind: str, account_id: str | None, idle_seconds: float
+        self,
+        kind: str,
+        account_id: str | None,
+        idle_seconds: float,
+        *,
+        bound_to: bytes = b"",
+        replacing: str = "",
     ) -> tuple[str, Session]:
-        """A new session: (the cookie value, given to the browser only; the record)."""
+        """A new session: (the cookie value, given to the browser only; the record). The
+        session `replacing` names (the browser's previous cookie, if any) ends in the same
+        transaction: one browser, one session."""
         token = new_token()
         now = now_us()
         session = Session(
             id=uuid.uuid4().hex, kind=kind, account_id=account_id, created_at=now, last_seen_at=now
         )
         async with self.store._write(None, ordered=False) as tx:
-            # Forget sessions that have been idle too long, so the table stays small.
-            await tx.execute("DELETE FROM ui_sessions WHERE last_seen_at + idle_us < ?", (now,))
+            # Forget sessions that have been idle or alive too long, so the table stays small.
+            await tx.execute(
+                "DELETE FROM ui_sessions WHERE last_seen_at + idle_us < ? OR created_at < ?",
+                (now, now - MAX_AGE_US),
+            )
+            if well_formed(replacing):
+                await tx.execute(
+                    "DELETE FROM ui_sessions WHERE token_hash = ?", (digest(replacing, bound_to),)
+                )
             await tx.execute(
                 "INSERT INTO ui_sessions (id, token_hash, kind, account_id, created_at,"
                 " last_seen_at, idle_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     session.id,
-                    digest(token),
+                    digest(token, bound_to),
                     kind,
                     account_id,
                     now,
@@ -81,18 +111,19 @@ class SessionStore:
             )
         return token, session
 
-    async def session(self, token: str, kind: str) -> Session | None:
-        """The live session of this kind that `token` opens, its idle clock restarted; None
-        when there is none (unknown, ended, idle too long, another kind)."""
+    async def session(self, token: str, kind: str, *, bound_to: bytes = b"") -> Session | None:
+        """The live session of this kind that `token` opens (with the key it was bound to),
+        its idle clock restarted; None when there is none (unknown, ended, idle too long, too
+        old, another kind, another admin token)."""
         if not well_formed(token):
             return None
         now = now_us()
         row = await self.store._one(
             "SELECT id, kind, account_id, created_at, last_seen_at, idle_us FROM ui_sessions"
             " WHERE token_hash = ?",
-            (digest(token),),
+            (digest(token, bound_to),),
         )
-        if row is None or row[1] != kind or row[4] + row[5] < now:
+        if row is None or row[1] != kind or row[4] + row[5] < now or now - row[3] >= MAX_AGE_US:
             return None
         if now - row[4] >= TOUCH_EVERY_US:
             async with self.store._write(None, ordered=False) as tx:
@@ -103,11 +134,13 @@ class SessionStore:
             id=row[0], kind=row[1], account_id=row[2], created_at=row[3], last_seen_at=now
         )
 
-    async def end_session(self, token: str) -> None:
+    async def end_session(self, token: str, *, bound_to: bytes = b"") -> None:
         if not well_formed(token):
             return
         async with self.store._write(None, ordered=False) as tx:
-            await tx.execute("DELETE FROM ui_sessions WHERE token_hash = ?", (digest(token),))
+            await tx.execute(
+                "DELETE FROM ui_sessions WHERE token_hash = ?", (digest(token, bound_to),)
+            )
 
     async def create_link(self, account_id: str, ttl_seconds: float) -> tuple[str, int]:
         """A one-time portal link for the account: (its token, expires_at in microseconds)."""
