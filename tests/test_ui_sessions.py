@@ -402,3 +402,50 @@ async def test_a_new_sign_in_or_link_in_the_same_browser_ends_the_previous_sessi
                 allow_redirects=False,
             ) as resp:
                 assert resp.status == wanted
+
+
+async def test_sign_in_and_link_forms_sent_from_another_site_are_refused(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    """Login CSRF: a page elsewhere cannot sign a browser in, nor use up a link, by posting
+    the form; `Sec-Fetch-Site` decides when present, else `Origin`."""
+    settings = make_settings(tmp_path, url_of(upstream), portal=PORTAL_ON)
+    async with running_gateway(settings) as gw:
+        await gw.account(id="acct_xsite", provision_production_key=False)
+        status, doc = await gw.admin("POST", "/admin/v1/accounts/acct_xsite/portal-sessions")
+        link = f"token={doc['url'].partition('#')[2]}".encode()
+        sign_in = f"token={ADMIN_TOKEN}".encode()
+        admin_host, data_host = gw.admin_url.partition("//")[2], gw.url.partition("//")[2]
+        refused: list[dict[str, str]] = [
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "same-site"},
+            {"Sec-Fetch-Site": "none"},
+            {"Sec-Fetch-Site": "cross-site", "Origin": "{own}"},
+            {"Origin": "https://evil.example"},
+            {"Origin": "null"},
+        ]
+        for headers in refused:
+            for url, host, body in (
+                (gw.admin_url + "/ui/sign-in", admin_host, sign_in),
+                (gw.url + "/portal/enter", data_host, link),
+            ):
+                sent = {k: v.format(own=f"http://{host}") for k, v in headers.items()}
+                status, text, resp = await raw_post(gw, url, body, **sent)
+                assert status == 403, (url, sent)
+                assert "from another site" in text and "Set-Cookie" not in resp.headers
+        # The link was not used up by any of those: it still opens the page once.
+        for headers in (
+            {"Sec-Fetch-Site": "same-origin"},
+            {"Origin": f"http://{admin_host}"},
+            {"Origin": f"https://{admin_host}"},  # behind a proxy that terminates TLS
+            {},
+        ):
+            status, _, _ = await raw_post(gw, gw.admin_url + "/ui/sign-in", sign_in, **headers)
+            assert status == 303, headers
+        status, _, _ = await raw_post(
+            gw,
+            gw.url + "/portal/enter",
+            link,
+            Origin="http://portal.invalid",  # public_url
+        )
+        assert status == 303

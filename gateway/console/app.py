@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp_jinja2
 import jinja2
@@ -135,6 +136,12 @@ def create_console_app(
     return app
 
 
+def _origin_of(url: str) -> str:
+    """`https://API.example.com/base` -> `https://api.example.com` ("" for "")."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
+
+
 def create_portal_app(settings: SettingsRef, store: SqlStore, box: SecretBox) -> web.Application:
     """The customer portal, served by the data plane under `portal.path` (full paths)."""
     portal = settings.current.portal
@@ -145,6 +152,7 @@ def create_portal_app(settings: SettingsRef, store: SqlStore, box: SecretBox) ->
         cookie="keygate_portal",
         idle_seconds=portal.session_idle_seconds,
         always_secure=public.startswith("https://"),
+        public_origin=_origin_of(public),
     )
     app = _base_app(settings, store, box, place, {pages.enter_page, pages.enter})
     r = app.router

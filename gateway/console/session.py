@@ -53,6 +53,7 @@ class Place:
     cookie: str
     idle_seconds: float
     always_secure: bool  # portal.public_url is https: the cookie is Secure whatever the hop
+    public_origin: str = ""  # portal.public_url's scheme://host[:port], lower case
 
 
 PLACE: web.AppKey[Place] = web.AppKey("place", Place)
@@ -93,6 +94,25 @@ def session_binding(request: web.Request) -> bytes:
     if request.app[PLACE].kind == "console":
         return request.app[TOKEN].session_key()
     return b""
+
+
+def cross_site(request: web.Request) -> bool:
+    """Whether a form was sent from another site (login CSRF, a page driving the forms): by
+    `Sec-Fetch-Site` (every current browser sends it) when present, else by `Origin` against
+    this request's own host (either scheme: a TLS-terminating proxy may have changed it) or
+    `portal.public_url`. Neither header (a non-browser client): not cross-site; the session's
+    CSRF token still guards every form but the sign-in and link ones."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site.strip().lower() != "same-origin"
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    origin = origin.strip().lower()
+    own = {f"{scheme}://{request.host.lower()}" for scheme in ("http", "https")}
+    if request.app[PLACE].public_origin:
+        own.add(request.app[PLACE].public_origin)
+    return origin not in own
 
 
 def csrf_token(session_token: str) -> str:
@@ -166,6 +186,14 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 async def _guarded(request: web.Request, handler: Handler, place: Place) -> web.StreamResponse:
+    if request.method not in ("GET", "HEAD") and cross_site(request):
+        log.warning("cross-site %s %s refused", request.method, request.path)
+        return message(
+            request,
+            403,
+            "Refused",
+            "This form was sent from another site, so nothing was changed.",
+        )
     if request.match_info.handler in request.app[OPEN_HANDLERS]:
         return await handler(request)
     token = request.cookies.get(place.cookie, "")

@@ -38,15 +38,16 @@ if (once) {
 }
 
 // The portal's one-time link carries its token after the "#": browsers never send that part
-// to a server. Post it once, and take it out of the address bar first.
+// to a server. Take it out of the address bar, and post it only when the person clicks "Open
+// API keys": a link scanner that runs scripts loads the page but does not use the link up.
 const enter = document.getElementById("enter");
 if (enter) {
   const token = location.hash.slice(1);
   history.replaceState(null, "", location.pathname);
   if (token) {
     document.getElementById("enter-token").value = token;
-    enter.submit();
   } else {
+    enter.hidden = true;
     document.getElementById("enter-missing").hidden = false;
   }
 }
