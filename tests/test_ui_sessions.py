@@ -449,3 +449,44 @@ async def test_sign_in_and_link_forms_sent_from_another_site_are_refused(
             Origin="http://portal.invalid",  # public_url
         )
         assert status == 303
+
+
+async def test_the_portal_refuses_what_its_page_does_not_offer(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    """A portal session cannot delete the production key nor create a second active one by
+    posting forms the page does not show; it deletes test keys, and creates a production key
+    when the account has none active. The console may do both (as the admin API may)."""
+    settings = make_settings(tmp_path, url_of(upstream), portal=PORTAL_ON)
+    async with running_gateway(settings) as gw:
+        account = await gw.account(id="acct_door")
+        live = account["production_key"]
+        test = await gw.key("acct_door", is_test=True, name="t")
+        status, doc = await gw.admin("POST", "/admin/v1/accounts/acct_door/portal-sessions")
+        token = doc["url"].partition("#")[2]
+        status, _, resp = await raw_post(gw, gw.url + "/portal/enter", f"token={token}".encode())
+        cookie = f"keygate_portal={resp.cookies['keygate_portal'].value}"
+        base = gw.url + "/portal/accounts/acct_door"
+        async with gw.session.get(base + "/", headers={"Cookie": cookie}) as page:
+            csrf = csrf_of(await page.text())
+
+        async def production_keys() -> list[tuple[str, str]]:
+            status, doc = await gw.admin("GET", "/admin/v1/keys?account_id=acct_door&is_test=false")
+            return [(k["id"], k["status"]) for k in doc["data"]]
+
+        form = f"csrf={csrf}&environment=production".encode()
+        status, text, _ = await raw_post(gw, base + "/keys", form, Cookie=cookie)
+        assert status == 400 and "already has an active production key" in text
+        status, text, _ = await raw_post(
+            gw, f"{base}/keys/{live['id']}/delete", f"csrf={csrf}".encode(), Cookie=cookie
+        )
+        assert status == 400 and "Only test keys" in text
+        assert await production_keys() == [(live["id"], "active")]
+        status, _, _ = await raw_post(
+            gw, f"{base}/keys/{test['id']}/delete", f"csrf={csrf}".encode(), Cookie=cookie
+        )
+        assert status == 303
+        await gw.admin("POST", f"/admin/v1/keys/{live['id']}/revoke")
+        status, text, _ = await raw_post(gw, base + "/keys", form, Cookie=cookie)
+        assert status == 200 and "sk_live_" in text
+        assert len(await production_keys()) == 2

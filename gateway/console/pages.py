@@ -36,7 +36,7 @@ from gateway.console.session import (
     session_binding,
     session_cookie,
 )
-from gateway.errors import NotFoundError, ProblemError
+from gateway.errors import ConflictError, NotFoundError, ProblemError
 from gateway.store.records import ACTIVE, Actor, KeyRecord
 from gateway.timeutil import now_us
 
@@ -64,6 +64,34 @@ class PageDoor(AdminDoor):
         if record.account_id != request.match_info["account_id"]:
             raise NotFoundError("Key not found", title="Key not found")
         return record
+
+    # What the portal's page does not offer, the server does not do either (the console, like
+    # the admin API, may do both). The portal's page offers "Create production key" only while
+    # the account has no active production key, and Delete on test keys only (a production key
+    # is regenerated instead: contract section 10).
+
+    async def check_create(self, request: web.Request, *, production: bool) -> None:
+        if request[SESSION].kind != "portal" or not production:
+            return
+        active, _ = await request.app[STORE].list_keys(
+            limit=1,
+            cursor=None,
+            account_id=request.match_info["account_id"],
+            is_test=False,
+            status=ACTIVE,
+        )
+        if active:
+            raise ConflictError(
+                "The account already has an active production key; regenerate it instead.",
+                title="Production key exists",
+            )
+
+    def check_delete(self, request: web.Request, record: KeyRecord) -> None:
+        if request[SESSION].kind == "portal" and not record.is_test:
+            raise ConflictError(
+                "Only test keys can be deleted here; regenerate the production key instead.",
+                title="Production key",
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +216,7 @@ def _back(request: web.Request) -> web.Response:
 async def create_key(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     production = await form_text(request, "environment") == "production"
+    await PageDoor().check_create(request, production=production)
     body: dict[str, Any] = {"account_id": account_id, "is_test": production is False}
     name = await form_text(request, "name")
     if name:
@@ -217,6 +246,7 @@ async def regenerate_key(request: web.Request) -> web.Response:
 async def delete_key(request: web.Request) -> web.Response:
     door = PageDoor()
     record = await door.find(request, changing=True)
+    door.check_delete(request, record)
     await request.app[STORE].delete_key(record.id, door.actor(request))
     return _back(request)
 
