@@ -121,6 +121,12 @@ async def test_only_digests_of_the_secrets_are_stored(gw: Running) -> None:
         ({"path": "/portal/"}, "portal.path", "no trailing /"),
         ({"path": "/a/../b"}, "portal.path", "dot segment"),
         ({"path": "/v1/auth"}, "portal.path", "taken by the gateway's own endpoints"),
+        ({"path": "/v1"}, "portal.path", "taken by the gateway's own endpoints"),
+        ({"path": "/api"}, "portal.path", "taken by the gateway's own endpoints"),
+        ({"path": "/api/v1"}, "portal.path", "taken by the gateway's own endpoints"),
+        ({"path": "/api/v1/access-keys"}, "portal.path", "taken by the gateway's own endpoints"),
+        ({"path": "/api/v1/access-keys/x"}, "portal.path", "taken by the gateway's own endpoints"),
+        ({"path": "/v1/auth/portal"}, "portal.path", "taken by the gateway's own endpoints"),
         ({"link_ttl_seconds": 0}, "portal.link_ttl_seconds", "between 1 and 86400"),
         ({"session_idle_seconds": "30"}, "portal.session_idle_seconds", "an integer"),
         ({"colour": "blue"}, "portal.colour", "unknown key"),
@@ -143,6 +149,8 @@ def test_portal_defaults_and_a_public_url_without_its_trailing_slash() -> None:
     on = {"enabled": True, "public_url": "https://api.example.com/", "path": "/keys"}
     s = parse_settings({**MINIMAL, "portal": on}, "g.toml").portal
     assert (s.public_url, s.path) == ("https://api.example.com", "/keys")
+    for beside in ("/v1x", "/v2", "/v1/keys", "/api/v2", "/api/v1/keys"):
+        assert parse_settings({**MINIMAL, "portal": {"path": beside}}, "g.toml").portal.path
 
 
 async def test_portal_sessions_need_the_portal_enabled_and_a_live_account(gw: Running) -> None:
