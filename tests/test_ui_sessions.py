@@ -498,3 +498,16 @@ async def test_the_portal_refuses_what_its_page_does_not_offer(
         status, text, _ = await raw_post(gw, base + "/keys", form, Cookie=cookie)
         assert status == 200 and "sk_live_" in text
         assert len(await production_keys()) == 2
+
+
+async def test_a_form_larger_than_64_kib_is_refused(tmp_path: Path, upstream: TestServer) -> None:
+    """The console is mounted on the admin app, whose 1 MiB limit is the one aiohttp applies:
+    the console's own 64 KiB is checked when the form is read (the portal's door reads at
+    most 64 KiB in the first place)."""
+    settings = make_settings(tmp_path, url_of(upstream), portal=PORTAL_ON)
+    async with running_gateway(settings) as gw:
+        body = b"token=" + b"a" * (100 * 1024)
+        status, text, _ = await raw_post(gw, gw.admin_url + "/ui/sign-in", body)
+        assert status == 413 and "Form too large" in text
+        status, _, _ = await raw_post(gw, gw.url + "/portal/enter", body)
+        assert status == 413

@@ -35,7 +35,6 @@ from gateway.store.sql import SqlStore
 
 CONSOLE_ROOT = "/ui"
 CONSOLE_IDLE_SECONDS = 1800.0
-BODY_LIMIT = 64 * 1024
 STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 STATIC: web.AppKey[dict[str, tuple[bytes, str]]] = web.AppKey("static", dict)
 
@@ -72,7 +71,7 @@ def _base_app(
     fleet = place.kind == "portal" and isinstance(store, PostgresStore)
     if fleet:  # as on the admin port: a change returns once every instance has applied it
         middlewares.insert(0, propagation_middleware)
-    app = web.Application(middlewares=middlewares, client_max_size=BODY_LIMIT)
+    app = web.Application(middlewares=middlewares)  # body limit: session.read_form
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("gateway.console", "templates"),

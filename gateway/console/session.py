@@ -30,6 +30,7 @@ from gateway.store.sessions import Session, SessionStore
 log = logging.getLogger("gateway.console")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+BODY_LIMIT = 64 * 1024  # a form of the console or the portal
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -70,14 +71,27 @@ class BadForm(ProblemError):
     title = "Bad request"
 
 
+class FormTooLarge(ProblemError):
+    status = 413
+    title = "Form too large"
+
+
 async def read_form(
     request: web.Request,
 ) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
     """The request's form, or a 400 page: whatever a client sends, reading its form never
     crashes a handler (aiohttp raises UnicodeDecodeError for bytes that are not valid in the
     charset, LookupError for an unknown charset)."""
+    # The limit is checked here: a sub-application's client_max_size is not used (aiohttp
+    # reads with the parent's, the admin app's 1 MiB), and on the data plane the portal's door
+    # reads at most BODY_LIMIT before the request gets here. A chunked body without a length
+    # is bounded by those.
+    if (request.content_length or 0) > BODY_LIMIT:
+        raise FormTooLarge(f"A form is at most {BODY_LIMIT // 1024} KiB; nothing was changed.")
     try:
         return await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        raise FormTooLarge("The form is too large; nothing was changed.") from None
     except (ValueError, LookupError):
         raise BadForm("The form could not be read, so nothing was changed.") from None
 
