@@ -23,6 +23,7 @@ from support import ADMIN_TOKEN, Running, make_settings, running_gateway, url_of
 import gateway.store.sessions
 from gateway.config import parse_settings
 from gateway.errors import ConfigError
+from gateway.store.records import Actor
 from gateway.store.sessions import MAX_AGE_US, SessionStore, digest, new_token
 from gateway.store.sql import SqlStore
 
@@ -511,3 +512,26 @@ async def test_a_form_larger_than_64_kib_is_refused(tmp_path: Path, upstream: Te
         assert status == 413 and "Form too large" in text
         status, _, _ = await raw_post(gw, gw.url + "/portal/enter", body)
         assert status == 413
+
+
+async def test_an_origin_with_a_slash_stored_by_an_older_release_can_be_removed(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    settings = make_settings(tmp_path, url_of(upstream))
+    async with running_gateway(settings) as gw:
+        await gw.account(id="acct_legacy", provision_production_key=False)
+        store = sessions(gw).store
+        await store.add_origin("acct_legacy", "legacy.example/app", Actor(actor="admin"))
+        cookie = f"keygate_console={await console_sign_in(gw)}"
+        base = gw.admin_url + "/ui/accounts/acct_legacy/"
+        async with gw.session.get(base, headers={"Cookie": cookie}) as resp:
+            page = await resp.text()
+        found = re.search(r'action="([^"]*/origins/[^"]*/remove)"', page)
+        assert found is not None
+        action = found.group(1)
+        assert action == "/ui/accounts/acct_legacy/origins/legacy.example%2Fapp/remove"
+        form = f"csrf={csrf_of(page)}".encode()
+        status, _, _ = await raw_post(gw, gw.admin_url + action, form, Cookie=cookie)
+        assert status == 303
+        status, doc = await gw.admin("GET", "/admin/v1/accounts/acct_legacy/callback-origins")
+        assert doc["data"] == []

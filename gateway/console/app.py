@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp_jinja2
 import jinja2
@@ -79,6 +79,9 @@ def _base_app(
         undefined=jinja2.StrictUndefined,
     )
     env.filters["when"] = when
+    # One path segment: unlike Jinja's urlencode, "/" is escaped too (an origin or id with a
+    # "/" in it would otherwise name another route).
+    env.filters["segment"] = lambda value: quote(str(value), safe="")
     if fleet:
         assert isinstance(store, PostgresStore)
         app[PROPAGATION] = Barrier(Presence(store), settings.current.store)
