@@ -27,13 +27,18 @@ for (const button of document.querySelectorAll("button[data-copy]")) {
 
 // The copy-once dialog: shown modal; closing it removes it (and its value) from the page, and
 // the address becomes the account page's, so a reload shows the page, never the value again.
+// The "close" event comes a task later than close() itself: the dialog is removed at once by
+// the Done button, and by the event for the other ways out (Escape).
 const once = document.querySelector("dialog[data-once]");
 if (once) {
-  once.removeAttribute("open");
-  once.addEventListener("close", () => {
+  const forget = () => {
+    if (!once.isConnected) return;
     once.remove();
     history.replaceState(null, "", once.dataset.return);
-  });
+  };
+  once.removeAttribute("open");
+  once.addEventListener("close", forget);
+  for (const done of once.querySelectorAll("[data-close]")) done.addEventListener("click", forget);
   once.showModal();
 }
 
