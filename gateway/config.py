@@ -525,6 +525,8 @@ def _keys(sec: _Section) -> KeySettings:
     return settings
 
 
+# What the data plane answers itself (contract section 4): /v1/auth, /api/v1/access-keys/...
+_OWN_DATA_PLANE_PATHS = ("/v1/auth", "/api/v1/access-keys")
 _PORTAL_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 
 
@@ -534,8 +536,11 @@ def _portal(sec: _Section) -> PortalSettings:
             raise _Invalid(' like "/portal" (segments of letters, digits, ._~-; no trailing /)')
         if any(seg in (".", "..") for seg in v.split("/")):
             raise ValueError(f"{v!r} has a dot segment")
-        if v in ("/v1/auth", "/api", "/api/v1") or v.startswith("/api/v1/access-keys"):
-            raise ValueError(f"{v!r} is taken by the gateway's own endpoints")
+        for own in _OWN_DATA_PLANE_PATHS:
+            # The portal answers its path and everything under it, before anything else: it
+            # must neither be one of these, nor contain one, nor lie under one.
+            if v == own or own.startswith(v + "/") or v.startswith(own + "/"):
+                raise ValueError(f"{v!r} is taken by the gateway's own endpoints ({own})")
         return v
 
     def public_url(v: Any) -> str:

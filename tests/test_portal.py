@@ -44,6 +44,7 @@ def portal_link(served: Served, account_id: str) -> str:
 def open_portal(browser: Browser, link: str) -> Page:
     page = new_context(browser).new_page()
     page.goto(link)
+    page.get_by_role("button", name="Open API keys").click()  # never posted without a click
     return page
 
 
@@ -69,6 +70,28 @@ def test_a_link_opens_its_account_once_and_is_refused_the_second_time(
     assert again.context.cookies() == []
     page.context.close()
     again.context.close()
+
+
+def test_a_link_is_used_only_when_its_button_is_clicked(browser: Browser, served: Served) -> None:
+    """A scanner that runs the page's script loads it without using the link up."""
+    served.account("Scan Co", id="acct_scan", provision_production_key=False)
+    link = portal_link(served, "acct_scan")
+    scanner = new_context(browser).new_page()
+    scanner.goto(link)
+    expect(scanner.get_by_role("button", name="Open API keys")).to_be_visible()
+    scanner.wait_for_load_state("networkidle")
+    assert "#" not in scanner.url
+    assert scanner.context.cookies() == []
+    scanner.context.close()
+    page = open_portal(browser, link)
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Scan Co")
+    page.context.close()
+
+    incomplete = new_context(browser).new_page()
+    incomplete.goto(link.partition("#")[0])
+    expect(incomplete.get_by_role("alert")).to_contain_text("This link is incomplete")
+    expect(incomplete.get_by_role("button", name="Open API keys")).to_be_hidden()
+    incomplete.context.close()
 
 
 def test_a_link_is_refused_after_it_expires(browser: Browser, served: Served) -> None:

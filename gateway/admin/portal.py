@@ -29,7 +29,7 @@ async def create_portal_session(request: web.Request) -> web.Response:
         raise ConflictError("The account is deactivated; its portal cannot be opened.")
     token, expires_at = await SessionStore(store).create_link(account_id, portal.link_ttl_seconds)
     # The token travels in the fragment: browsers never send it to a server, so it stays out
-    # of access logs, proxies and Referer headers; the page posts it once to sign in.
+    # of access logs, proxies and Referer headers; the page posts it once, on a click, to sign in.
     url = f"{portal.public_url}{portal.path}/enter#{token}"
     doc = PortalSessionOut(url=url, expires_at=to_rfc3339(expires_at) or "")
     return json_response(doc.model_dump(mode="json"), status=201)

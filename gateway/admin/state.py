@@ -29,6 +29,12 @@ class AdminToken:
             return cls(hashlib.sha256(environ[admin.token_env].encode()).digest())
         raise ValueError("no admin token configured")
 
+    def session_key(self) -> bytes:
+        """A fingerprint of this token that console sessions are bound to (their rows hold an
+        HMAC keyed by it: gateway/store/sessions.py): another token, another key. One-way;
+        neither the token nor its digest can be read back from it."""
+        return hmac.new(self._expected, b"keygate-console-session", hashlib.sha256).digest()
+
     def check(self, header: str | None) -> bool:
         if not header or not header.startswith("Bearer "):
             return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from importlib import resources
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import aiohttp_jinja2
 import jinja2
@@ -34,7 +35,6 @@ from gateway.store.sql import SqlStore
 
 CONSOLE_ROOT = "/ui"
 CONSOLE_IDLE_SECONDS = 1800.0
-BODY_LIMIT = 64 * 1024
 STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 STATIC: web.AppKey[dict[str, tuple[bytes, str]]] = web.AppKey("static", dict)
 
@@ -71,7 +71,7 @@ def _base_app(
     fleet = place.kind == "portal" and isinstance(store, PostgresStore)
     if fleet:  # as on the admin port: a change returns once every instance has applied it
         middlewares.insert(0, propagation_middleware)
-    app = web.Application(middlewares=middlewares, client_max_size=BODY_LIMIT)
+    app = web.Application(middlewares=middlewares)  # body limit: session.read_form
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("gateway.console", "templates"),
@@ -79,6 +79,9 @@ def _base_app(
         undefined=jinja2.StrictUndefined,
     )
     env.filters["when"] = when
+    # One path segment: unlike Jinja's urlencode, "/" is escaped too (an origin or id with a
+    # "/" in it would otherwise name another route).
+    env.filters["segment"] = lambda value: quote(str(value), safe="")
     if fleet:
         assert isinstance(store, PostgresStore)
         app[PROPAGATION] = Barrier(Presence(store), settings.current.store)
@@ -135,6 +138,12 @@ def create_console_app(
     return app
 
 
+def _origin_of(url: str) -> str:
+    """`https://API.example.com/base` -> `https://api.example.com` ("" for "")."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
+
+
 def create_portal_app(settings: SettingsRef, store: SqlStore, box: SecretBox) -> web.Application:
     """The customer portal, served by the data plane under `portal.path` (full paths)."""
     portal = settings.current.portal
@@ -145,6 +154,7 @@ def create_portal_app(settings: SettingsRef, store: SqlStore, box: SecretBox) ->
         cookie="keygate_portal",
         idle_seconds=portal.session_idle_seconds,
         always_secure=public.startswith("https://"),
+        public_origin=_origin_of(public),
     )
     app = _base_app(settings, store, box, place, {pages.enter_page, pages.enter})
     r = app.router

@@ -31,10 +31,12 @@ from gateway.console.session import (
     SESSIONS,
     Place,
     message,
+    read_form,
     see_other,
+    session_binding,
     session_cookie,
 )
-from gateway.errors import NotFoundError, ProblemError
+from gateway.errors import ConflictError, NotFoundError, ProblemError
 from gateway.store.records import ACTIVE, Actor, KeyRecord
 from gateway.timeutil import now_us
 
@@ -62,6 +64,34 @@ class PageDoor(AdminDoor):
         if record.account_id != request.match_info["account_id"]:
             raise NotFoundError("Key not found", title="Key not found")
         return record
+
+    # What the portal's page does not offer, the server does not do either (the console, like
+    # the admin API, may do both). The portal's page offers "Create production key" only while
+    # the account has no active production key, and Delete on test keys only (a production key
+    # is regenerated instead: contract section 10).
+
+    async def check_create(self, request: web.Request, *, production: bool) -> None:
+        if request[SESSION].kind != "portal" or not production:
+            return
+        active, _ = await request.app[STORE].list_keys(
+            limit=1,
+            cursor=None,
+            account_id=request.match_info["account_id"],
+            is_test=False,
+            status=ACTIVE,
+        )
+        if active:
+            raise ConflictError(
+                "The account already has an active production key; regenerate it instead.",
+                title="Production key exists",
+            )
+
+    def check_delete(self, request: web.Request, record: KeyRecord) -> None:
+        if request[SESSION].kind == "portal" and not record.is_test:
+            raise ConflictError(
+                "Only test keys can be deleted here; regenerate the production key instead.",
+                title="Production key",
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +129,7 @@ def problem_text(exc: ProblemError) -> str:
 
 
 async def form_text(request: web.Request, name: str) -> str:
-    value = (await request.post()).get(name, "")
+    value = (await read_form(request)).get(name, "")
     return value.strip() if isinstance(value, str) else ""
 
 
@@ -186,6 +216,7 @@ def _back(request: web.Request) -> web.Response:
 async def create_key(request: web.Request) -> web.Response:
     account_id = request.match_info["account_id"]
     production = await form_text(request, "environment") == "production"
+    await PageDoor().check_create(request, production=production)
     body: dict[str, Any] = {"account_id": account_id, "is_test": production is False}
     name = await form_text(request, "name")
     if name:
@@ -215,13 +246,14 @@ async def regenerate_key(request: web.Request) -> web.Response:
 async def delete_key(request: web.Request) -> web.Response:
     door = PageDoor()
     record = await door.find(request, changing=True)
+    door.check_delete(request, record)
     await request.app[STORE].delete_key(record.id, door.actor(request))
     return _back(request)
 
 
 @action
 async def save_webhook(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await read_form(request)
     url = await form_text(request, "webhook_url")
     body: dict[str, Any] = {"webhook_url": url or None}
     if url:
@@ -292,7 +324,7 @@ async def render_accounts(
 
 
 async def create_account(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await read_form(request)
     body: dict[str, Any] = {
         "name": await form_text(request, "name"),
         "provision_production_key": form.get("provision_production_key") == "on",
@@ -337,14 +369,22 @@ async def sign_in(request: web.Request) -> web.Response:
             {"place": place, "error": "That is not the admin token."},
             status=401,
         )
-    value, session = await request.app[SESSIONS].create_session("console", None, place.idle_seconds)
+    value, session = await request.app[SESSIONS].create_session(
+        "console",
+        None,
+        place.idle_seconds,
+        bound_to=session_binding(request),
+        replacing=request.cookies.get(place.cookie, ""),  # one browser, one session
+    )
     log.info("console session %s began from %s", session.id, request.remote)
     return see_other(f"{place.root}/", session_cookie(request, place, value))
 
 
 async def sign_out(request: web.Request) -> web.Response:
     place = request.app[PLACE]
-    await request.app[SESSIONS].end_session(request.cookies.get(place.cookie, ""))
+    await request.app[SESSIONS].end_session(
+        request.cookies.get(place.cookie, ""), bound_to=session_binding(request)
+    )
     cookie = session_cookie(request, place, "")
     if place.kind == "console":
         return see_other(f"{place.root}/sign-in", cookie)
@@ -374,7 +414,12 @@ async def enter(request: web.Request) -> web.Response:
             "This link has already been used or has expired; each link opens the page once. "
             "Open the API keys page again from the application that sent you here.",
         )
-    value, session = await sessions.create_session("portal", account.id, place.idle_seconds)
+    value, session = await sessions.create_session(
+        "portal",
+        account.id,
+        place.idle_seconds,
+        replacing=request.cookies.get(place.cookie, ""),  # one browser, one session
+    )
     log.info("portal session %s began for account %s", session.id, account.id)
     return see_other(account_url(place, account.id), session_cookie(request, place, value))
 

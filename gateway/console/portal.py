@@ -12,7 +12,8 @@ from multidict import CIMultiDict
 from gateway.admin.problems import REQUEST_ID
 from gateway.admin.state import SETTINGS, SettingsRef
 from gateway.config import Settings
-from gateway.console.app import BODY_LIMIT, create_portal_app
+from gateway.console.app import create_portal_app
+from gateway.console.session import BODY_LIMIT
 from gateway.http.exchange import Exchange
 from gateway.http.protocol import PlaneRequest
 from gateway.signing import SecretBox

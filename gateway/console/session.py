@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 import aiohttp_jinja2
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from gateway.admin.problems import REQUEST_ID
-from gateway.admin.state import STORE
+from gateway.admin.state import STORE, TOKEN
 from gateway.errors import ProblemError, StoreError
 from gateway.store.records import ACTIVE
 from gateway.store.sessions import Session, SessionStore
@@ -29,6 +30,7 @@ from gateway.store.sessions import Session, SessionStore
 log = logging.getLogger("gateway.console")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+BODY_LIMIT = 64 * 1024  # a form of the console or the portal
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -52,6 +54,7 @@ class Place:
     cookie: str
     idle_seconds: float
     always_secure: bool  # portal.public_url is https: the cookie is Secure whatever the hop
+    public_origin: str = ""  # portal.public_url's scheme://host[:port], lower case
 
 
 PLACE: web.AppKey[Place] = web.AppKey("place", Place)
@@ -59,6 +62,71 @@ SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions", SessionStore)
 OPEN_HANDLERS: web.AppKey[frozenset[Handler]] = web.AppKey("open_handlers", frozenset)
 SESSION: web.RequestKey[Session] = web.RequestKey("session", Session)
 CSRF: web.RequestKey[str] = web.RequestKey("csrf", str)
+
+
+class BadForm(ProblemError):
+    """A form body that cannot be read (not valid in its charset, an unknown charset)."""
+
+    status = 400
+    title = "Bad request"
+
+
+class FormTooLarge(ProblemError):
+    status = 413
+    title = "Form too large"
+
+
+async def read_form(
+    request: web.Request,
+) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """The request's form, or a 400 page: whatever a client sends, reading its form never
+    crashes a handler (aiohttp raises UnicodeDecodeError for bytes that are not valid in the
+    charset, LookupError for an unknown charset)."""
+    # The limit is checked here: a sub-application's client_max_size is not used (aiohttp
+    # reads with the parent's, the admin app's 1 MiB), and on the data plane the portal's door
+    # reads at most BODY_LIMIT before the request gets here. A chunked body without a length
+    # is bounded by those.
+    if (request.content_length or 0) > BODY_LIMIT:
+        raise FormTooLarge(f"A form is at most {BODY_LIMIT // 1024} KiB; nothing was changed.")
+    try:
+        return await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        raise FormTooLarge("The form is too large; nothing was changed.") from None
+    except (ValueError, LookupError):
+        raise BadForm("The form could not be read, so nothing was changed.") from None
+
+
+def same_digest(given: str, expected: str) -> bool:
+    """Constant-time comparison of a client's text with an expected ASCII value. Compared as
+    bytes: `hmac.compare_digest` raises TypeError on non-ASCII str."""
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
+
+
+def session_binding(request: web.Request) -> bytes:
+    """The key this place's sessions are bound to: the admin token's fingerprint for the
+    console (changing the token ends its sessions), none for the portal."""
+    if request.app[PLACE].kind == "console":
+        return request.app[TOKEN].session_key()
+    return b""
+
+
+def cross_site(request: web.Request) -> bool:
+    """Whether a form was sent from another site (login CSRF, a page driving the forms): by
+    `Sec-Fetch-Site` (every current browser sends it) when present, else by `Origin` against
+    this request's own host (either scheme: a TLS-terminating proxy may have changed it) or
+    `portal.public_url`. Neither header (a non-browser client): not cross-site; the session's
+    CSRF token still guards every form but the sign-in and link ones."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site.strip().lower() != "same-origin"
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    origin = origin.strip().lower()
+    own = {f"{scheme}://{request.host.lower()}" for scheme in ("http", "https")}
+    if request.app[PLACE].public_origin:
+        own.add(request.app[PLACE].public_origin)
+    return origin not in own
 
 
 def csrf_token(session_token: str) -> str:
@@ -132,10 +200,23 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 async def _guarded(request: web.Request, handler: Handler, place: Place) -> web.StreamResponse:
+    if request.method not in ("GET", "HEAD") and cross_site(request):
+        log.warning("cross-site %s %s refused", request.method, request.path)
+        return message(
+            request,
+            403,
+            "Refused",
+            "This form was sent from another site, so nothing was changed.",
+        )
     if request.match_info.handler in request.app[OPEN_HANDLERS]:
         return await handler(request)
     token = request.cookies.get(place.cookie, "")
-    session = await request.app[SESSIONS].session(token, place.kind) if token else None
+    sessions = request.app[SESSIONS]
+    session = (
+        await sessions.session(token, place.kind, bound_to=session_binding(request))
+        if token
+        else None
+    )
     if session is None:
         if place.kind == "console" and request.method == "GET":
             return see_other(f"{place.root}/sign-in", session_cookie(request, place, ""))
@@ -165,9 +246,9 @@ async def _guarded(request: web.Request, handler: Handler, place: Place) -> web.
     request[SESSION] = session
     request[CSRF] = expected = csrf_token(token)
     if request.method not in ("GET", "HEAD"):
-        form = await request.post()
+        form = await read_form(request)
         given = form.get("csrf")
-        if not isinstance(given, str) or not hmac.compare_digest(given, expected):
+        if not isinstance(given, str) or not same_digest(given, expected):
             return message(
                 request,
                 403,

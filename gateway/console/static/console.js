@@ -27,26 +27,32 @@ for (const button of document.querySelectorAll("button[data-copy]")) {
 
 // The copy-once dialog: shown modal; closing it removes it (and its value) from the page, and
 // the address becomes the account page's, so a reload shows the page, never the value again.
+// The "close" event comes a task later than close() itself: the dialog is removed at once by
+// the Done button, and by the event for the other ways out (Escape).
 const once = document.querySelector("dialog[data-once]");
 if (once) {
-  once.removeAttribute("open");
-  once.addEventListener("close", () => {
+  const forget = () => {
+    if (!once.isConnected) return;
     once.remove();
     history.replaceState(null, "", once.dataset.return);
-  });
+  };
+  once.removeAttribute("open");
+  once.addEventListener("close", forget);
+  for (const done of once.querySelectorAll("[data-close]")) done.addEventListener("click", forget);
   once.showModal();
 }
 
 // The portal's one-time link carries its token after the "#": browsers never send that part
-// to a server. Post it once, and take it out of the address bar first.
+// to a server. Take it out of the address bar, and post it only when the person clicks "Open
+// API keys": a link scanner that runs scripts loads the page but does not use the link up.
 const enter = document.getElementById("enter");
 if (enter) {
   const token = location.hash.slice(1);
   history.replaceState(null, "", location.pathname);
   if (token) {
     document.getElementById("enter-token").value = token;
-    enter.submit();
   } else {
+    enter.hidden = true;
     document.getElementById("enter-missing").hidden = false;
   }
 }
