@@ -39,6 +39,7 @@ from gateway.webhooks import Sender
 log = logging.getLogger("gateway")
 
 CHANGE_LOG_RETENTION_US = 24 * 3600 * 1_000_000
+DELIVERY_RETENTION_US = 30 * 24 * 3600 * 1_000_000  # finished webhook deliveries kept 30 days
 
 
 def tick_interval(settings: Settings) -> float:
@@ -288,12 +289,14 @@ class AdminRuntime:
             await asyncio.sleep(2.0)
 
     async def _prune_change_log(self) -> None:
+        """Hourly: the change log beyond a day, finished webhook deliveries beyond 30 days."""
         while True:
             await asyncio.sleep(3600)
             try:
                 await self.store.prune_changes(now_us() - CHANGE_LOG_RETENTION_US)
+                await self.store.prune_deliveries(now_us() - DELIVERY_RETENTION_US)
             except Exception as exc:
-                log.warning("change-log pruning failed: %s", exc)
+                log.warning("pruning the change log or the outbox failed: %s", exc)
 
     async def stop(self) -> None:
         await cancel_all(self._tasks)

@@ -465,3 +465,26 @@ async def test_a_queued_delivery_is_sent_at_once_not_at_the_next_look(
     status, _ = await hooks.admin("POST", f"/admin/v1/webhook-deliveries/{done['id']}/retry")
     assert status == 202
     await wait_for(lambda: len(r.seen) == 2, 3)
+
+
+async def test_finished_deliveries_are_forgotten_after_their_retention(hooks: Running) -> None:
+    from support import store_execute
+
+    account = await hooks.account(provision_production_key=False)
+    for i, (status, age) in enumerate(
+        [("succeeded", 40), ("failed", 40), ("pending", 40), ("succeeded", 1)]
+    ):
+        at = int((time.time() - age * 86400) * 1_000_000)
+        # (the pending one waits for a retry a day away: the sender leaves it alone)
+        nxt = str(int((time.time() + 86400) * 1e6)) if status == "pending" else "NULL"
+        await store_execute(
+            hooks,
+            "INSERT INTO webhook_deliveries (id, key_id, account_id, environment, event_type,"
+            f" url, body, created_at, status, next_attempt_at) VALUES ('msg_old{i}', 'k',"
+            f" '{account['id']}', 'production', 'x.y', 'https://example.invalid/', '{{}}',"
+            f" {at}, '{status}', {nxt})",
+        )
+    cutoff = int((time.time() - 30 * 86400) * 1_000_000)
+    assert await hooks.gateway.store.prune_deliveries(cutoff, batch=1) == 2
+    left = {d["id"] for d in await deliveries(hooks, account_id=account["id"])}
+    assert left == {"msg_old2", "msg_old3"}  # pending however old; finished but recent

@@ -1204,6 +1204,22 @@ class SqlStore(abc.ABC):
         nxt = encode_cursor(rows[limit - 1][-1]) if len(rows) > limit else None
         return items, nxt
 
+    async def prune_deliveries(self, older_than_us: int, batch: int = 5000) -> int:
+        """Forget succeeded and failed deliveries queued before `older_than_us` (pending ones
+        stay, however old), a batch per transaction so the write lock is never held long. The
+        number forgotten."""
+        forgotten = 0
+        while True:
+            async with self._write(None, ordered=False) as tx:
+                done = await tx.execute(
+                    "DELETE FROM webhook_deliveries WHERE seq IN (SELECT seq FROM"
+                    " webhook_deliveries WHERE status <> 'pending' AND created_at < ? LIMIT ?)",
+                    (older_than_us, batch),
+                )
+            forgotten += done
+            if done < batch:
+                return forgotten
+
     async def outbox_stats(self) -> tuple[int, int | None]:
         """(pending deliveries, when the oldest of them was queued)."""
         row = await self._one(
