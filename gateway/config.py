@@ -1,21 +1,38 @@
-"""Settings: one TOML file, validated once at start-up into frozen dataclasses (stdlib only).
+"""Settings: one TOML file, validated once at start-up into frozen dataclasses.
 
+The dataclasses below are the one description of the file: each field's type, default, bounds
+and description. Pydantic validates a decoded document against them, and `gateway.reference`
+renders the JSON Schema (`docs/gateway.schema.json`) and the configuration reference from them.
 Everything downstream receives these typed values; nothing reads the TOML or the environment
-again. Every problem is a `ConfigError` naming the file, the key and what is wrong.
+again. Every problem is a `ConfigError` naming the file, the key and what is wrong, worded here
+(`_explain`) rather than by pydantic.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass as plain_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit, urlunsplit
+
+import annotated_types
+from pydantic import (
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from gateway.errors import ConfigError
 from gateway.keys import PREFIX_PATTERN
@@ -24,33 +41,170 @@ from gateway.routes import PatternError, Route, compile_pattern
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SCOPE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._*-]{0,63}")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)  # seconds
+
+# Unknown keys are errors. Scalar fields say `strict=True`: TOML has types, "8080" is no port.
+_SECTION = ConfigDict(extra="forbid")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# -- checks for values pydantic has no type for -----------------------------------------------
+# Each receives the TOML value, or an already validated one (dataclasses.replace validates
+# again), and raises `_invalid(hint)` (a value of the wrong kind) or ValueError (said as is).
+
+
+@plain_dataclass(frozen=True, slots=True)
+class Expect:
+    """How an error words a value of the wrong kind: `must be {kind}{hint}, got {value}`.
+    Without one, the kind comes from the field's type; `hint` None: from its bounds."""
+
+    kind: str
+    hint: str | None = None
+
+
+def _invalid(hint: str = "") -> PydanticCustomError:
+    return PydanticCustomError("invalid", "invalid value", {"hint": hint})
+
+
+def _placed(key: str, message: str) -> PydanticCustomError:
+    """An error about `key` (below where it is raised) with exactly this message."""
+    return PydanticCustomError("config", "{message}", {"key": key, "message": message})
+
+
+def _host(value: Any) -> str:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise _invalid()
+    return value
+
+
+def _networks(v: Any) -> tuple[IPNetwork, ...]:
+    if not isinstance(v, list | tuple):
+        raise _invalid()
+    out = []
+    for item in v:
+        if isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            out.append(item)
+        elif not isinstance(item, str):
+            raise _invalid()
+        else:
+            try:
+                out.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+    return tuple(out)
+
+
+def _env_name(v: Any) -> str:
+    if not isinstance(v, str) or not re.fullmatch(ENV_NAME, v):
+        raise _invalid(" (an environment variable name)")
+    return v
+
+
+_STRING_LIST = {"type": "array", "items": {"type": "string"}}
+
+Host = Annotated[
+    str,
+    PlainValidator(_host),
+    WithJsonSchema({"type": "string", "minLength": 1, "pattern": r"^\S+$"}),
+    Expect("a host name or address"),
+]
+Networks = Annotated[
+    tuple[IPNetwork, ...],
+    PlainValidator(_networks),
+    WithJsonSchema({"type": "array", "items": {"type": "string", "format": "ip-or-cidr"}}),
+    Expect("a list of CIDR strings"),
+]
+EnvName = Annotated[
+    str | None,
+    PlainValidator(_env_name),
+    WithJsonSchema({"type": "string", "pattern": f"^{ENV_NAME}$"}),
+    Expect("a string"),
+]
+Port = Annotated[int, Field(strict=True, ge=0, le=65535)]
+
+
+def _positive(default: float, description: str) -> Any:
+    """A number of seconds (or such) above zero."""
+    return Field(default=default, strict=True, gt=0, allow_inf_nan=False, description=description)
+
+
+def _count(default: int, description: str, *, ge: int = 0, le: int | None = None) -> Any:
+    return Field(default=default, strict=True, ge=ge, le=le, description=description)
+
+
+# -- the sections ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=_SECTION)
 class ServerSettings:
-    host: str = "0.0.0.0"
-    port: int = 8080
-    workers: int = 1
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-    max_request_line: int = 8192
-    max_header_size: int = 32768
-    max_headers: int = 100
-    max_body_size: int = 0
-    header_timeout: float = 10.0
-    body_timeout: float = 60.0
-    send_timeout: float = 60.0
-    keepalive_timeout: float = 75.0
-    max_connections: int = 10000
-    shutdown_timeout: float = 30.0
+    """The data-plane listener: where it listens, what it accepts, how long it waits."""
+
+    host: Host = Field(default="0.0.0.0", description="Address the data plane listens on.")
+    port: Port = Field(default=8080, description="Port the data plane listens on.")
+    workers: int = _count(1, "Data-plane processes sharing the port (SO_REUSEPORT).", ge=1, le=256)
+    trusted_proxies: Networks = Field(
+        default=(),
+        description="Peers (IPs or CIDRs) whose X-Forwarded-For is appended to and whose"
+        " X-Forwarded-Proto, X-Forwarded-Host and Forwarded are kept. Everyone else's are"
+        " replaced.",
+    )
+    max_request_line: int = _count(
+        8192, "Longest request line (method, target, version) in bytes; longer: 414.", ge=256
+    )
+    max_header_size: int = _count(
+        32768,
+        "Largest request head (all header lines together) in bytes; larger: 431.",
+        ge=1024,
+    )
+    max_headers: int = _count(100, "Most header lines in one request; more: 431.", ge=8)
+    max_body_size: int = _count(
+        0, "Largest request body in bytes, counted as it streams; larger: 413. 0 = no limit."
+    )
+    header_timeout: float = _positive(
+        10.0,
+        "Seconds allowed to receive a request head once it starts (slowloris guard); then 408.",
+    )
+    body_timeout: float = _positive(
+        60.0,
+        "Idle seconds allowed between bytes of a request body; then 408 (or the connection"
+        " is cut).",
+    )
+    send_timeout: float = _positive(
+        60.0,
+        "Seconds a client may leave our writes unread (its receive window full); then it is"
+        " cut off.",
+    )
+    keepalive_timeout: float = _positive(
+        75.0, "Idle seconds allowed between requests on a keep-alive connection."
+    )
+    max_connections: int = _count(
+        10000,
+        "Open client connections per worker; past it new connections get 503 and are closed.",
+        ge=1,
+    )
+    shutdown_timeout: float = Field(
+        default=30.0,
+        strict=True,
+        ge=0,
+        allow_inf_nan=False,
+        description="On SIGTERM/SIGINT: seconds in-flight requests may take to finish before"
+        " being cut.",
+    )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, config=_SECTION)
 class LogSettings:
-    format: str = "json"
-    level: str = "info"
+    """Logging to standard error."""
+
+    format: Literal["json", "text"] = Field(
+        default="json", description='"json" (one object per line) or "text".'
+    )
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description='"info" logs one line per request.'
+    )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@plain_dataclass(frozen=True, slots=True, kw_only=True)
 class UpstreamTarget:
     """One upstream origin parsed from a URL."""
 
@@ -65,108 +219,6 @@ class UpstreamTarget:
         default = 443 if self.scheme == "https" else 80
         host = f"[{self.host}]" if ":" in self.host else self.host
         return host if self.port == default else f"{host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UpstreamSettings:
-    url: UpstreamTarget
-    test_url: UpstreamTarget | None = None
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    pool_size: int = 128
-    pool_idle_timeout: float = 4.0
-    preserve_host: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AdminSettings:
-    host: str = "127.0.0.1"
-    port: int = 8081
-    token_env: str | None = None
-    token_sha256: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoreSettings:
-    url: str = "sqlite:///gateway.db"
-    usage_flush_seconds: float = 5.0
-    password_env: str | None = None  # PostgreSQL: the variable holding the password
-    poll_seconds: float = 1.0  # the change-log poll behind the change signal
-    node_timeout: float = 10.0  # fleet: an instance without a heartbeat this long is not live
-    propagation_timeout: float = 2.0  # fleet: the longest an admin change waits for the others
-    max_staleness: float = 15.0  # fleet: out of touch this long -> 503 for keyed requests
-    pool_size: int = 8  # PostgreSQL: connections per process (plus one listening)
-    migrate_on_start: bool = True  # false: refuse to start with migrations pending
-
-    @property
-    def is_postgres(self) -> bool:
-        return self.url.startswith(("postgresql://", "postgres://"))
-
-    @property
-    def sqlite_path(self) -> Path:
-        return sqlite_path(self.url)
-
-    @property
-    def migrate_mode(self) -> str:
-        """How `gateway serve` opens the store (see SqlStore.open)."""
-        return "apply" if self.migrate_on_start else "require"
-
-
-RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)  # seconds
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WebhookSettings:
-    secret_key_env: str | None = None  # base64 of 32 bytes: encrypts signing secrets at rest
-    rotation_overlap_seconds: float = 86400.0  # both secrets sign for this long after a rotation
-    allow_http_hosts: tuple[str, ...] = ()  # hosts a webhook_url may reach over plain http
-    allow_networks: tuple[IPNetwork, ...] = ()  # private/loopback ranges a webhook may reach
-    timeout: float = 10.0  # seconds for one delivery attempt
-    retry_schedule: tuple[float, ...] = RETRY_SCHEDULE
-    expiry_warning_days: float = 7.0  # key.expiring this long before expires_at (0: never)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PortalSettings:
-    """The customer portal on the data plane (contract section 10)."""
-
-    enabled: bool = False
-    path: str = "/portal"  # where the data plane serves it
-    public_url: str | None = None  # how browsers reach the data plane; links are made under it
-    link_ttl_seconds: int = 300  # a one-time link is good this long for its first use
-    session_idle_seconds: int = 1800  # a portal session ends after this long without a request
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KeySettings:
-    prefix: str = "sk"
-    scopes: tuple[str, ...] = ("runtime:all", "management:all")
-    default_ttl_days: int = 90
-    max_production_keys_per_account: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Settings:
-    upstream: UpstreamSettings
-    server: ServerSettings = field(default_factory=ServerSettings)
-    log: LogSettings = field(default_factory=LogSettings)
-    admin: AdminSettings = field(default_factory=AdminSettings)
-    store: StoreSettings = field(default_factory=StoreSettings)
-    keys: KeySettings = field(default_factory=KeySettings)
-    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
-    portal: PortalSettings = field(default_factory=PortalSettings)
-    routes: tuple[Route, ...] = ()
-    source: str = "<settings>"
-
-
-def sqlite_path(url: str) -> Path:
-    """`sqlite:///rel.db` is relative to the working directory, `sqlite:////abs.db` absolute."""
-    if not url.startswith("sqlite:///"):
-        raise ValueError("only sqlite:/// URLs are supported")
-    rest = url[len("sqlite:///") :]
-    if not rest or rest.endswith("/"):
-        raise ValueError("the URL names no file")
-    return Path(rest)
 
 
 def parse_upstream_url(url: str) -> UpstreamTarget:
@@ -192,276 +244,103 @@ def parse_upstream_url(url: str) -> UpstreamTarget:
     )
 
 
-# -- loading --------------------------------------------------------------------------------
-
-
-class _Section:
-    """Reads one TOML table, remembering which keys were consumed so leftovers are errors."""
-
-    def __init__(self, source: str, name: str, data: Any) -> None:
-        self.source = source
-        self.name = name
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            raise ConfigError(source, name, "must be a table")
-        self.data: Mapping[str, Any] = data
-        self.seen: set[str] = set()
-
-    def fail(self, key: str, message: str) -> ConfigError:
-        return ConfigError(self.source, f"{self.name}.{key}", message)
-
-    def get(self, key: str, kind: str, default: Any, check: Callable[[Any], Any]) -> Any:
-        self.seen.add(key)
-        if key not in self.data:
-            if default is _REQUIRED:
-                raise self.fail(key, "is required")
-            return default
-        value = self.data[key]
-        try:
-            return check(value)
-        except _Invalid as exc:
-            raise self.fail(key, f"must be {kind}{exc.hint}, got {_show(value)}") from None
-        except ValueError as exc:
-            raise self.fail(key, str(exc)) from None
-
-    def integer(
-        self, key: str, default: Any, *, minimum: int = 0, maximum: int | None = None
-    ) -> int:
-        def check(v: Any) -> int:
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise _Invalid()
-            if v < minimum or (maximum is not None and v > maximum):
-                raise _Invalid(_range_hint(minimum, maximum))
-            return v
-
-        kind = "an integer"
-        return int(self.get(key, kind, default, check))
-
-    def number(
-        self, key: str, default: Any, *, minimum: float = 0.0, positive: bool = False
-    ) -> float:
-        def check(v: Any) -> float:
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise _Invalid()
-            if v < minimum or (positive and v <= 0):
-                raise _Invalid(" > 0" if positive else f" >= {minimum}")
-            return float(v)
-
-        return float(self.get(key, "a number", default, check))
-
-    def boolean(self, key: str, default: bool) -> bool:
-        def check(v: Any) -> bool:
-            if not isinstance(v, bool):
-                raise _Invalid()
-            return v
-
-        return bool(self.get(key, "true or false", default, check))
-
-    def string(self, key: str, default: Any, *, choices: tuple[str, ...] | None = None) -> Any:
-        def check(v: Any) -> str:
-            if not isinstance(v, str):
-                raise _Invalid()
-            if choices is not None and v not in choices:
-                raise _Invalid(" one of " + ", ".join(repr(c) for c in choices))
-            return v
-
-        return self.get(key, "a string", default, check)
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
-        if unknown:
-            raise self.fail(unknown[0], "unknown key")
-
-
-class _Invalid(Exception):
-    def __init__(self, hint: str = "") -> None:
-        self.hint = hint
-
-
-_REQUIRED: Any = object()
-
-
-def _range_hint(minimum: int, maximum: int | None) -> str:
-    return f" between {minimum} and {maximum}" if maximum is not None else f" >= {minimum}"
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return repr(value) if len(value) < 60 else repr(value[:57] + "...")
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
-
-
-def _host(value: Any) -> str:
-    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
-        raise _Invalid()
-    return value
-
-
-def _networks(v: Any) -> tuple[IPNetwork, ...]:
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise _Invalid()
-    out = []
-    for item in v:
-        try:
-            out.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
-    return tuple(out)
-
-
-def _webhooks(sec: _Section) -> WebhookSettings:
-    def env_name(v: Any) -> str:
-        if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
-            raise _Invalid(" (an environment variable name)")
+def _target(v: Any) -> UpstreamTarget:
+    if isinstance(v, UpstreamTarget):
         return v
+    if not isinstance(v, str):
+        raise _invalid()
+    return parse_upstream_url(v)
 
-    def schedule(v: Any) -> tuple[float, ...]:
-        if (
-            not isinstance(v, list)
-            or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
-            or not all(0 < x <= 7 * 86400 for x in v)
-            or len(v) > 50
-        ):
-            raise _Invalid(" (at most 50, each > 0 and at most a week)")
-        return tuple(float(x) for x in v)
 
-    def warning_days(v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 3650:
-            raise _Invalid()
-        return float(v)
+_URL_SCHEMA = WithJsonSchema({"type": "string", "format": "uri", "pattern": "^https?://"})
+_Target = Annotated[UpstreamTarget, PlainValidator(_target), _URL_SCHEMA, Expect("an http(s) URL")]
+_MaybeTarget = Annotated[
+    UpstreamTarget | None, PlainValidator(_target), _URL_SCHEMA, Expect("an http(s) URL")
+]
 
-    def hosts(v: Any) -> tuple[str, ...]:
-        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
-            raise _Invalid()
-        return tuple(h.lower().strip("[]") for h in v)
 
-    settings = WebhookSettings(
-        secret_key_env=sec.get("secret_key_env", "a string", None, env_name),
-        rotation_overlap_seconds=sec.number("rotation_overlap_seconds", 86400.0),
-        allow_http_hosts=sec.get("allow_http_hosts", "a list of host names", (), hosts),
-        allow_networks=sec.get("allow_networks", "a list of CIDR strings", (), _networks),
-        timeout=sec.number("timeout", 10.0, positive=True),
-        retry_schedule=sec.get(
-            "retry_schedule",
-            "a list of positive numbers (seconds)",
-            RETRY_SCHEDULE,
-            schedule,
-        ),
-        expiry_warning_days=sec.get(
-            "expiry_warning_days", "a number of days from 0 to 3650", 7.0, warning_days
-        ),
+@dataclass(frozen=True, slots=True, kw_only=True, config=_SECTION)
+class UpstreamSettings:
+    """The service behind the gateway."""
+
+    url: _Target = Field(
+        description="Where authenticated production traffic goes. A path here is prepended to"
+        " every request path."
     )
-    sec.finish()
-    return settings
-
-
-def _server(sec: _Section) -> ServerSettings:
-    networks = _networks
-
-    settings = ServerSettings(
-        host=sec.get("host", "a host name or address", "0.0.0.0", _host),
-        port=sec.integer("port", 8080, maximum=65535),
-        workers=sec.integer("workers", 1, minimum=1, maximum=256),
-        trusted_proxies=sec.get("trusted_proxies", "a list of CIDR strings", (), networks),
-        max_request_line=sec.integer("max_request_line", 8192, minimum=256),
-        max_header_size=sec.integer("max_header_size", 32768, minimum=1024),
-        max_headers=sec.integer("max_headers", 100, minimum=8),
-        max_body_size=sec.integer("max_body_size", 0),
-        header_timeout=sec.number("header_timeout", 10.0, positive=True),
-        body_timeout=sec.number("body_timeout", 60.0, positive=True),
-        send_timeout=sec.number("send_timeout", 60.0, positive=True),
-        keepalive_timeout=sec.number("keepalive_timeout", 75.0, positive=True),
-        max_connections=sec.integer("max_connections", 10000, minimum=1),
-        shutdown_timeout=sec.number("shutdown_timeout", 30.0),
+    test_url: _MaybeTarget = Field(
+        default=None,
+        description="Where test-key (sk_test_) traffic goes; unset: the same upstream as"
+        " production.",
     )
-    sec.finish()
-    return settings
-
-
-def _log(sec: _Section) -> LogSettings:
-    settings = LogSettings(
-        format=sec.string("format", "json", choices=("json", "text")),
-        level=sec.string("level", "info", choices=LOG_LEVELS),
+    connect_timeout: float = _positive(
+        5.0, "Seconds to establish a connection before answering 504."
     )
-    sec.finish()
-    return settings
-
-
-def _upstream(sec: _Section) -> UpstreamSettings:
-    def target(v: Any) -> UpstreamTarget:
-        if not isinstance(v, str):
-            raise _Invalid()
-        return parse_upstream_url(v)
-
-    settings = UpstreamSettings(
-        url=sec.get("url", "an http(s) URL", _REQUIRED, target),
-        test_url=sec.get("test_url", "an http(s) URL", None, target),
-        connect_timeout=sec.number("connect_timeout", 5.0, positive=True),
-        read_timeout=sec.number("read_timeout", 60.0, positive=True),
-        pool_size=sec.integer("pool_size", 128),
-        pool_idle_timeout=sec.number("pool_idle_timeout", 4.0, positive=True),
-        preserve_host=sec.boolean("preserve_host", False),
+    read_timeout: float = _positive(
+        60.0,
+        "Seconds without a byte from the upstream before answering 504 (or cutting a started"
+        " response), so a long stream that keeps sending lives on.",
     )
-    sec.finish()
-    return settings
-
-
-def _admin(sec: _Section) -> AdminSettings:
-    def env_name(v: Any) -> str:
-        if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
-            raise _Invalid(" (an environment variable name)")
-        return v
-
-    def sha256_hex(v: Any) -> str:
-        if not isinstance(v, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", v):
-            raise _Invalid(" of 64 hex digits")
-        return v.lower()
-
-    settings = AdminSettings(
-        host=sec.get("host", "a host name or address", "127.0.0.1", _host),
-        port=sec.integer("port", 8081, maximum=65535),
-        token_env=sec.get("token_env", "a string", None, env_name),
-        token_sha256=sec.get("token_sha256", "a string", None, sha256_hex),
+    pool_size: int = _count(128, "Idle keep-alive connections kept per upstream.")
+    pool_idle_timeout: float = _positive(
+        4.0,
+        "Idle pooled connections are closed after this long (or sooner when the upstream says"
+        " `Keep-Alive: timeout=N`); keep it below the upstream's own keep-alive timeout.",
     )
-    sec.finish()
-    if settings.token_env is not None and settings.token_sha256 is not None:
-        raise sec.fail("token_sha256", "set either admin.token_env or admin.token_sha256, not both")
-    return settings
-
-
-def _store(sec: _Section) -> StoreSettings:
-    def url(v: Any) -> str:
-        if not isinstance(v, str):
-            raise _Invalid()
-        return parse_store_url(v)
-
-    def env_name(v: Any) -> str:
-        if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
-            raise _Invalid(" (an environment variable name)")
-        return v
-
-    settings = StoreSettings(
-        url=sec.get("url", "a string", "sqlite:///gateway.db", url),
-        usage_flush_seconds=sec.number("usage_flush_seconds", 5.0, positive=True),
-        password_env=sec.get("password_env", "a string", None, env_name),
-        poll_seconds=sec.number("poll_seconds", 1.0, positive=True),
-        node_timeout=sec.number("node_timeout", 10.0, positive=True),
-        propagation_timeout=sec.number("propagation_timeout", 2.0, positive=True),
-        max_staleness=sec.number("max_staleness", 15.0, positive=True),
-        pool_size=sec.integer("pool_size", 8, minimum=1, maximum=1000),
-        migrate_on_start=sec.boolean("migrate_on_start", True),
+    preserve_host: bool = Field(
+        default=False,
+        strict=True,
+        description="Forward the client's Host header instead of the upstream's own host"
+        " (Kong's preserve_host).",
     )
-    sec.finish()
-    if settings.password_env is not None and not settings.is_postgres:
-        raise sec.fail("password_env", "applies to postgresql:// store URLs only")
-    return settings
+
+
+def _sha256_hex(v: Any) -> str:
+    if not isinstance(v, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", v):
+        raise _invalid(" of 64 hex digits")
+    return v.lower()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=_SECTION)
+class AdminSettings:
+    """The admin API listener and its token: set admin.token_env or admin.token_sha256."""
+
+    host: Host = Field(
+        default="127.0.0.1",
+        description="Address the admin API listens on: keep it on loopback or a private network.",
+    )
+    port: Port = Field(default=8081, description="Port the admin API listens on.")
+    token_env: EnvName = Field(
+        default=None,
+        description="Name of the environment variable holding the admin token (at least 16"
+        " characters).",
+    )
+    token_sha256: Annotated[
+        str | None,
+        PlainValidator(_sha256_hex),
+        WithJsonSchema({"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}),
+        Expect("a string"),
+    ] = Field(
+        default=None,
+        description="The SHA-256 (hex) of the admin token, instead of admin.token_env.",
+    )
+
+    @model_validator(mode="after")
+    def _one_token(self) -> AdminSettings:
+        if self.token_env is not None and self.token_sha256 is not None:
+            raise _placed(
+                "token_sha256", "set either admin.token_env or admin.token_sha256, not both"
+            )
+        return self
+
+
+def sqlite_path(url: str) -> Path:
+    """`sqlite:///rel.db` is relative to the working directory, `sqlite:////abs.db` absolute."""
+    if not url.startswith("sqlite:///"):
+        raise ValueError("only sqlite:/// URLs are supported")
+    rest = url[len("sqlite:///") :]
+    if not rest or rest.endswith("/"):
+        raise ValueError("the URL names no file")
+    return Path(rest)
 
 
 def parse_store_url(v: str) -> str:
@@ -499,30 +378,221 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-def _keys(sec: _Section) -> KeySettings:
-    def prefix(v: Any) -> str:
-        if not isinstance(v, str) or not PREFIX_PATTERN.fullmatch(v):
-            raise _Invalid(" of 1-20 lower-case letters and digits, starting with a letter")
-        return v
+def _store_url(v: Any) -> str:
+    if not isinstance(v, str):
+        raise _invalid()
+    return parse_store_url(v)
 
-    def scopes(v: Any) -> tuple[str, ...]:
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            raise _Invalid()
-        for s in v:
-            if not SCOPE_PATTERN.fullmatch(s):
-                raise ValueError(f"{s!r} is not a valid scope name (letters, digits, ':._*-')")
-        if len(set(v)) != len(v):
-            raise ValueError("lists a scope twice")
-        return tuple(v)
 
-    settings = KeySettings(
-        prefix=sec.get("prefix", "a string", "sk", prefix),
-        scopes=sec.get("scopes", "a list of strings", ("runtime:all", "management:all"), scopes),
-        default_ttl_days=sec.integer("default_ttl_days", 90, maximum=36500),
-        max_production_keys_per_account=sec.integer("max_production_keys_per_account", 0),
+@dataclass(frozen=True, slots=True, kw_only=True, config=_SECTION)
+class StoreSettings:
+    """Where keys, accounts and events are kept: SQLite on one host, PostgreSQL for a fleet."""
+
+    url: Annotated[
+        str,
+        PlainValidator(_store_url),
+        WithJsonSchema({"type": "string", "pattern": "^(sqlite:///|postgres(ql)?://)"}),
+        Expect("a string"),
+    ] = Field(
+        default="sqlite:///gateway.db",
+        description="sqlite:///relative/path.db or sqlite:////absolute/path.db (one host), or"
+        " postgresql://user@host:5432/database for a fleet of gateways on one database.",
     )
-    sec.finish()
-    return settings
+    usage_flush_seconds: float = _positive(
+        5.0, "last_used_* is written behind, at most this many seconds late."
+    )
+    password_env: EnvName = Field(
+        default=None,
+        description="PostgreSQL only: the environment variable holding the password (rather"
+        " than the URL).",
+    )
+    poll_seconds: float = _positive(
+        1.0,
+        "Changes reach the data plane at once (a shared counter with SQLite, LISTEN/NOTIFY with"
+        " PostgreSQL); the change log is also polled this often as a safety net.",
+    )
+    node_timeout: float = _positive(
+        10.0,
+        "Fleet (PostgreSQL) only. Instances register and send a heartbeat; one silent this long"
+        " is no longer counted as live.",
+    )
+    propagation_timeout: float = _positive(
+        2.0,
+        "A change that affects authentication returns once every live instance has applied it,"
+        " or after this many seconds (X-Gateway-Propagation: confirmed=K/N says which).",
+    )
+    max_staleness: float = _positive(
+        15.0,
+        "An instance without confirmed contact with the store this long answers keyed requests"
+        " with 503 (public routes keep working) until it has caught up.",
+    )
+    pool_size: int = _count(
+        8,
+        "PostgreSQL only: connections each process keeps in its pool (plus one that listens).",
+        ge=1,
+        le=1000,
+    )
+    migrate_on_start: bool = Field(
+        default=True,
+        strict=True,
+        description="Schema migrations run when the gateway starts (safe with several starting"
+        " at once). With false, a store with migrations pending is refused: run"
+        " `gateway migrate --config FILE` first.",
+    )
+
+    @model_validator(mode="after")
+    def _password_for_postgres(self) -> StoreSettings:
+        if self.password_env is not None and not self.is_postgres:
+            raise _placed("password_env", "applies to postgresql:// store URLs only")
+        return self
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def sqlite_path(self) -> Path:
+        return sqlite_path(self.url)
+
+    @property
+    def migrate_mode(self) -> str:
+        """How `gateway serve` opens the store (see SqlStore.open)."""
+        return "apply" if self.migrate_on_start else "require"
+
+
+def _prefix(v: Any) -> str:
+    if not isinstance(v, str) or not PREFIX_PATTERN.fullmatch(v):
+        raise _invalid(" of 1-20 lower-case letters and digits, starting with a letter")
+    return v
+
+
+def _scopes(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list | tuple) or not all(isinstance(x, str) for x in v):
+        raise _invalid()
+    for s in v:
+        if not SCOPE_PATTERN.fullmatch(s):
+            raise ValueError(f"{s!r} is not a valid scope name (letters, digits, ':._*-')")
+    if len(set(v)) != len(v):
+        raise ValueError("lists a scope twice")
+    return tuple(v)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=_SECTION)
+class KeySettings:
+    """The keys the gateway issues."""
+
+    prefix: Annotated[
+        str,
+        PlainValidator(_prefix),
+        WithJsonSchema({"type": "string", "pattern": f"^{PREFIX_PATTERN.pattern}$"}),
+        Expect("a string"),
+    ] = Field(
+        default="sk",
+        description="Keys look like {prefix}_live_... and {prefix}_test_...: 1-20 lower-case"
+        " letters/digits, starting with a letter.",
+    )
+    scopes: Annotated[
+        tuple[str, ...],
+        PlainValidator(_scopes),
+        WithJsonSchema(
+            {
+                "type": "array",
+                "uniqueItems": True,
+                "items": {"type": "string", "pattern": f"^{SCOPE_PATTERN.pattern}$"},
+            }
+        ),
+        Expect("a list of strings"),
+    ] = Field(
+        default=("runtime:all", "management:all"),
+        description="The scopes a key may hold; a key created without `scopes` gets all of them.",
+    )
+    default_ttl_days: int = _count(
+        90, "Expiry of keys created without expires_at/expires_in; 0 = never expire.", le=36500
+    )
+    max_production_keys_per_account: int = _count(
+        0, "Active production keys an account may hold; 0 = no limit."
+    )
+
+
+def _retry_schedule(v: Any) -> tuple[float, ...]:
+    if (
+        not isinstance(v, list | tuple)
+        or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+        or not all(0 < x <= 7 * 86400 for x in v)
+        or len(v) > 50
+    ):
+        raise _invalid(" (at most 50, each > 0 and at most a week)")
+    return tuple(float(x) for x in v)
+
+
+def _http_hosts(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list | tuple) or not all(isinstance(x, str) and x for x in v):
+        raise _invalid()
+    return tuple(h.lower().strip("[]") for h in v)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=_SECTION)
+class WebhookSettings:
+    """Signed event deliveries to the accounts' webhook URLs."""
+
+    secret_key_env: EnvName = Field(
+        default=None,
+        description="Signing secrets are kept encrypted (AES-256-GCM) under this key: the name"
+        " of an environment variable holding base64 of 32 random bytes (openssl rand -base64"
+        " 32). Unset with SQLite, a key file is made beside the database"
+        " (gateway.db-secret.key, 0600); a PostgreSQL fleet must set it, the same on every"
+        " instance.",
+    )
+    rotation_overlap_seconds: float = Field(
+        default=86400.0,
+        strict=True,
+        ge=0,
+        allow_inf_nan=False,
+        description="After a rotation the old signing secret keeps signing (beside the new"
+        " one) this long.",
+    )
+    allow_http_hosts: Annotated[
+        tuple[str, ...],
+        PlainValidator(_http_hosts),
+        WithJsonSchema({"type": "array", "items": {"type": "string", "minLength": 1}}),
+        Expect("a list of host names"),
+    ] = Field(
+        default=(),
+        description="Webhook URLs must be https:// and reach public addresses only; plain http"
+        " is allowed to these hosts.",
+    )
+    allow_networks: Networks = Field(
+        default=(),
+        description="Private or loopback networks (IPs or CIDRs) a webhook may reach, for"
+        " receivers on your network.",
+    )
+    timeout: float = _positive(10.0, "Seconds for one delivery attempt.")
+    retry_schedule: Annotated[
+        tuple[float, ...],
+        PlainValidator(_retry_schedule),
+        WithJsonSchema(
+            {
+                "type": "array",
+                "maxItems": 50,
+                "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 7 * 86400},
+            }
+        ),
+        Expect("a list of positive numbers (seconds)"),
+    ] = Field(
+        default=RETRY_SCHEDULE,
+        description="Seconds to wait between delivery attempts; after the last the delivery"
+        " is `failed`.",
+    )
+    expiry_warning_days: Annotated[float, Expect("a number of days from 0 to 3650", hint="")] = (
+        Field(
+            default=7.0,
+            strict=True,
+            ge=0,
+            le=3650,
+            description="key.expiring is raised once this many days before a key's expires_at"
+            " (0: no warning), and key.expired once it has passed.",
+        )
+    )
 
 
 # What the data plane answers itself (contract section 4): /v1/auth, /api/v1/access-keys/...
@@ -530,107 +600,195 @@ _OWN_DATA_PLANE_PATHS = ("/v1/auth", "/api/v1/access-keys")
 _PORTAL_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 
 
-def _portal(sec: _Section) -> PortalSettings:
-    def path(v: Any) -> str:
-        if not isinstance(v, str) or not _PORTAL_PATH.fullmatch(v):
-            raise _Invalid(' like "/portal" (segments of letters, digits, ._~-; no trailing /)')
-        if any(seg in (".", "..") for seg in v.split("/")):
-            raise ValueError(f"{v!r} has a dot segment")
-        for own in _OWN_DATA_PLANE_PATHS:
-            # The portal answers its path and everything under it, before anything else: it
-            # must neither be one of these, nor contain one, nor lie under one.
-            if v == own or own.startswith(v + "/") or v.startswith(own + "/"):
-                raise ValueError(f"{v!r} is taken by the gateway's own endpoints ({own})")
-        return v
+def _portal_path(v: Any) -> str:
+    if not isinstance(v, str) or not _PORTAL_PATH.fullmatch(v):
+        raise _invalid(' like "/portal" (segments of letters, digits, ._~-; no trailing /)')
+    if any(seg in (".", "..") for seg in v.split("/")):
+        raise ValueError(f"{v!r} has a dot segment")
+    for own in _OWN_DATA_PLANE_PATHS:
+        # The portal answers its path and everything under it, before anything else: it
+        # must neither be one of these, nor contain one, nor lie under one.
+        if v == own or own.startswith(v + "/") or v.startswith(own + "/"):
+            raise ValueError(f"{v!r} is taken by the gateway's own endpoints ({own})")
+    return v
 
-    def public_url(v: Any) -> str:
-        if not isinstance(v, str):
-            raise _Invalid()
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        if parts.username or parts.password or parts.query or parts.fragment:
-            raise ValueError("must not carry credentials, a query or a fragment")
-        return v.rstrip("/")
 
-    settings = PortalSettings(
-        enabled=sec.boolean("enabled", False),
-        path=sec.get("path", "a path", "/portal", path),
-        public_url=sec.get("public_url", "a URL", None, public_url),
-        link_ttl_seconds=sec.integer("link_ttl_seconds", 300, minimum=1, maximum=86400),
-        session_idle_seconds=sec.integer("session_idle_seconds", 1800, minimum=1, maximum=604800),
+def _public_url(v: Any) -> str:
+    if not isinstance(v, str):
+        raise _invalid()
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("must not carry credentials, a query or a fragment")
+    return v.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=_SECTION)
+class PortalSettings:
+    """The customer portal on the data plane (contract section 10): an account's own people
+    see its API Keys page. The operator's backend asks POST
+    /admin/v1/accounts/{id}/portal-sessions for a one-time link and hands it to a signed-in
+    customer (as with Stripe's customer-portal sessions)."""
+
+    enabled: bool = Field(default=False, strict=True, description="Serve the portal.")
+    path: Annotated[
+        str,
+        PlainValidator(_portal_path),
+        WithJsonSchema({"type": "string", "pattern": f"^{_PORTAL_PATH.pattern}$"}),
+        Expect("a path"),
+    ] = Field(
+        default="/portal",
+        description="Where the data plane serves it (this path and everything under it; no key"
+        " needed there). It must not overlap /v1/auth or /api/v1/access-keys.",
     )
-    sec.finish()
-    if settings.enabled and settings.public_url is None:
-        raise sec.fail("public_url", "is required when portal.enabled = true")
-    return settings
+    public_url: Annotated[
+        str | None,
+        PlainValidator(_public_url),
+        _URL_SCHEMA,
+        Expect("a URL"),
+    ] = Field(
+        default=None,
+        description='How browsers reach the data plane, e.g. "https://api.example.com"; links'
+        " are made under it. Required when enabled. With https the session cookie is marked"
+        " Secure.",
+    )
+    link_ttl_seconds: int = _count(
+        300, "A link works once, within this many seconds of being made.", ge=1, le=86400
+    )
+    session_idle_seconds: int = _count(
+        1800, "A portal session ends after this many seconds without a request.", ge=1, le=604800
+    )
 
+    @model_validator(mode="after")
+    def _reachable(self) -> PortalSettings:
+        if self.enabled and self.public_url is None:
+            raise _placed("public_url", "is required when portal.enabled = true")
+        return self
+
+
+# -- routes --------------------------------------------------------------------------------
 
 _METHOD = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
 _PARAM_NAME = re.compile(r"[A-Za-z0-9_.~-]{1,64}")
 
 
-def _routes(source: str, data: Any, keys: KeySettings) -> tuple[Route, ...]:
-    if data is None:
-        return ()
-    if not isinstance(data, list):
-        raise ConfigError(source, "routes", "must be an array of tables ([[routes]])")
-    out = []
-    for i, item in enumerate(data):
-        sec = _Section(source, f"routes[{i}]", item)
+def _pattern(v: Any) -> str:
+    if not isinstance(v, str):
+        raise _invalid()
+    try:
+        compile_pattern(v)
+    except PatternError as exc:
+        raise ValueError(f"{v!r} {exc}") from None
+    return v
 
-        def pattern(v: Any) -> str:
-            if not isinstance(v, str):
-                raise _Invalid()
-            try:
-                compile_pattern(v)
-            except PatternError as exc:
-                raise ValueError(f"{v!r} {exc}") from None
-            return v
 
-        def methods(v: Any) -> frozenset[str]:
-            if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
-                raise _Invalid(" (non-empty)")
-            bad = [m for m in v if not _METHOD.fullmatch(m)]
-            if bad:
-                raise ValueError(f'{bad[0]!r} is not an HTTP method (upper case, e.g. "GET")')
-            # Upstream frameworks answer HEAD with their GET handler: guard it like GET.
-            return frozenset(v) | ({"HEAD"} if "GET" in v else set())
+def _methods(v: Any) -> frozenset[str] | None:
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+        raise _invalid(" (non-empty)")
+    bad = [m for m in v if not _METHOD.fullmatch(m)]
+    if bad:
+        raise ValueError(f'{bad[0]!r} is not an HTTP method (upper case, e.g. "GET")')
+    # Upstream frameworks answer HEAD with their GET handler: guard it like GET.
+    return frozenset(v) | ({"HEAD"} if "GET" in v else set())
 
-        def scopes(v: Any) -> tuple[str, ...]:
-            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-                raise _Invalid()
-            unknown = [x for x in v if x not in keys.scopes]
-            if unknown:
-                raise ValueError(f"unknown scope {unknown[0]!r} (not in keys.scopes)")
-            return tuple(v)
 
-        def param(v: Any) -> str:
-            if not isinstance(v, str) or not _PARAM_NAME.fullmatch(v):
-                raise _Invalid(" (a query parameter name)")
-            return v
+def _string_list(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise _invalid()
+    return tuple(v)
 
-        path = sec.get("path", "a path pattern", _REQUIRED, pattern)
-        route_methods = sec.get("methods", "a list of HTTP methods", None, methods)
-        route_scopes = sec.get("scopes", "a list of strings", (), scopes)
-        public = sec.boolean("public", False)
-        callback = sec.get("callback_param", "a string", None, param)
-        sec.finish()
-        if public and route_scopes:
-            raise sec.fail("public", "a public route cannot also require scopes")
-        if public and callback:
-            raise sec.fail(
+
+def _param(v: Any) -> str:
+    if not isinstance(v, str) or not _PARAM_NAME.fullmatch(v):
+        raise _invalid(" (a query parameter name)")
+    return v
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=_SECTION)
+class RouteSettings:
+    """One `[[routes]]` table. Routes are matched in order on method and normalised path, first
+    match wins; with no match any valid key may pass. Patterns: literal segments, {name} (one
+    segment), and a final /* (the prefix itself and anything under it). {tool_pack_id} and
+    {registered_user_id} segments must be in the key's lists (404 otherwise)."""
+
+    path: Annotated[
+        str, PlainValidator(_pattern), WithJsonSchema({"type": "string"}), Expect("a path pattern")
+    ] = Field(description='The path pattern, e.g. "/mcp/*" or "/users/{registered_user_id}/*".')
+    methods: Annotated[
+        frozenset[str] | None,
+        PlainValidator(_methods),
+        WithJsonSchema(
+            {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "string", "pattern": f"^{_METHOD.pattern}$"},
+            }
+        ),
+        Expect("a list of HTTP methods"),
+    ] = Field(default=None, description='e.g. ["GET", "POST"]; unset: every method.')
+    scopes: Annotated[
+        tuple[str, ...],
+        PlainValidator(_string_list),
+        WithJsonSchema(_STRING_LIST),
+        Expect("a list of strings"),
+    ] = Field(
+        default=(),
+        description="The key needs at least one of these (403 otherwise); each must be in"
+        " keys.scopes.",
+    )
+    public: bool = Field(
+        default=False,
+        strict=True,
+        description="No key needed (an Authorization header is still stripped).",
+    )
+    callback_param: Annotated[
+        str | None,
+        PlainValidator(_param),
+        WithJsonSchema({"type": "string", "pattern": f"^{_PARAM_NAME.pattern}$"}),
+        Expect("a string"),
+    ] = Field(
+        default=None,
+        description="That query parameter's URL must be on the account's callback-origin"
+        " allow-list (403 otherwise).",
+    )
+
+    @model_validator(mode="after")
+    def _public_alone(self) -> RouteSettings:
+        if self.public and self.scopes:
+            raise _placed("public", "a public route cannot also require scopes")
+        if self.public and self.callback_param:
+            raise _placed(
                 "public", "a public route has no account to check callback origins against"
             )
-        segments, names, tail = compile_pattern(path)
+        return self
+
+
+_ROUTE = TypeAdapter(RouteSettings)
+
+
+def _routes(v: Any) -> tuple[Route, ...]:
+    if not isinstance(v, list | tuple):
+        raise _placed("", "must be an array of tables ([[routes]])")
+    out = []
+    for i, item in enumerate(v):
+        if isinstance(item, Route):
+            out.append(item)
+            continue
+        try:
+            spec = _ROUTE.validate_python(item)
+        except ValidationError as exc:
+            key, message = _explain(exc.errors()[0], RouteSettings)
+            raise _placed(f"[{i}]" + (f".{key}" if key else ""), message) from None
+        segments, names, tail = compile_pattern(spec.path)
         out.append(
             Route(
                 index=i,
-                path=path,
-                methods=route_methods,
-                scopes=route_scopes,
-                public=public,
-                callback_param=callback,
+                path=spec.path,
+                methods=spec.methods,
+                scopes=spec.scopes,
+                public=spec.public,
+                callback_param=spec.callback_param,
                 segments=segments,
                 params=names,
                 tail=tail,
@@ -639,27 +797,55 @@ def _routes(source: str, data: Any, keys: KeySettings) -> tuple[Route, ...]:
     return tuple(out)
 
 
+# -- the file ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=_SECTION)
+class Settings:
+    """The gateway's configuration file. Only upstream.url and an admin token (admin.token_env
+    or admin.token_sha256) are required; durations are in seconds."""
+
+    upstream: UpstreamSettings
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    keys: KeySettings = Field(default_factory=KeySettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    portal: PortalSettings = Field(default_factory=PortalSettings)
+    routes: Annotated[
+        tuple[Route, ...],
+        PlainValidator(_routes),
+        WithJsonSchema({"type": "array", "items": {"type": "object"}}),  # see json_schema()
+        Expect("an array of tables ([[routes]])"),
+    ] = Field(default=(), description="The route table, `[[routes]]`: see RouteSettings.")
+    # Not a key of the file: the file's name, for messages. parse_settings refuses it as a key.
+    source: SkipJsonSchema[str] = "<settings>"
+
+    @model_validator(mode="after")
+    def _route_scopes_are_known(self) -> Settings:
+        for route in self.routes:
+            unknown = [x for x in route.scopes if x not in self.keys.scopes]
+            if unknown:
+                raise _placed(
+                    f"routes[{route.index}].scopes",
+                    f"unknown scope {unknown[0]!r} (not in keys.scopes)",
+                )
+        return self
+
+
+_SETTINGS = TypeAdapter(Settings)
+
+
 def parse_settings(data: Mapping[str, Any], source: str) -> Settings:
     """Validate a decoded TOML document into Settings or raise ConfigError."""
-    sections = {
-        *("server", "log", "upstream", "admin", "store", "keys", "webhooks", "portal", "routes")
-    }
-    for key in data:
-        if key not in sections:
-            raise ConfigError(source, key, "unknown key")
-    keys = _keys(_Section(source, "keys", data.get("keys")))
-    return Settings(
-        server=_server(_Section(source, "server", data.get("server"))),
-        log=_log(_Section(source, "log", data.get("log"))),
-        upstream=_upstream(_Section(source, "upstream", data.get("upstream", {}))),
-        admin=_admin(_Section(source, "admin", data.get("admin"))),
-        store=_store(_Section(source, "store", data.get("store"))),
-        keys=keys,
-        webhooks=_webhooks(_Section(source, "webhooks", data.get("webhooks"))),
-        portal=_portal(_Section(source, "portal", data.get("portal"))),
-        routes=_routes(source, data.get("routes"), keys),
-        source=source,
-    )
+    if "source" in data:
+        raise ConfigError(source, "source", "unknown key")
+    try:
+        return _SETTINGS.validate_python({**data, "source": source})
+    except ValidationError as exc:
+        key, message = _explain(exc.errors()[0], Settings)
+        raise ConfigError(source, key or None, message) from None
 
 
 def load_settings(path: str | os.PathLike[str]) -> Settings:
@@ -697,3 +883,134 @@ def admin_token_error(settings: Settings, environ: Mapping[str, str]) -> str | N
                 f"{admin.token_env} {state}"
             )
     return None
+
+
+# -- one error, one line ---------------------------------------------------------------------
+
+# Pydantic's error types for a value within the right kind but out of bounds: the message then
+# says the bounds. Every other failure of a typed field says only what kind is wanted.
+_OUT_OF_BOUNDS = {
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "literal_error",
+}
+_NOT_A_TABLE = {"dataclass_type", "dataclass_args_type", "model_type", "dict_type"}
+
+
+def _explain(error: ErrorDetails, root: type[Any]) -> tuple[str, str]:
+    """(`section.key`, message) for pydantic's account of one error under `root`."""
+    key, cls, info = "", root, None
+    for part in error["loc"]:
+        if info is not None or isinstance(part, int):
+            break  # below a field (an item of a list): the field is what the message names
+        key = f"{key}.{part}" if key else str(part)
+        fields = getattr(cls, "__pydantic_fields__", {})
+        if part not in fields:
+            break
+        info = fields[part]
+        if hasattr(info.annotation, "__pydantic_fields__"):
+            cls, info = info.annotation, None  # a section: descend
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "config":
+        inner = str(ctx["key"])
+        if inner:
+            key = f"{key}{'' if inner.startswith('[') or not key else '.'}{inner}"
+        return key, str(ctx["message"])
+    if kind == "missing":
+        if info is None and cls is not root:  # a required section: name its first required key
+            first = next(n for n, f in cls.__pydantic_fields__.items() if f.is_required())
+            key = f"{key}.{first}"
+        return key, "is required"
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        return key, "unknown key"
+    if kind in _NOT_A_TABLE:
+        return key, "must be a table"
+    if kind == "value_error":
+        return key, str(ctx["error"])
+    expect = _expectation(info)
+    if kind == "invalid":
+        hint = str(ctx["hint"])
+    elif kind in _OUT_OF_BOUNDS:
+        hint = expect.hint if expect.hint is not None else _bounds(info)
+    else:
+        hint = ""
+    return key, f"must be {expect.kind}{hint}, got {_show(error['input'])}"
+
+
+def _expectation(info: Any) -> Expect:
+    for item in getattr(info, "metadata", ()):
+        if isinstance(item, Expect):
+            return item
+    annotation = getattr(info, "annotation", None)
+    if annotation is bool:
+        return Expect("true or false")
+    if annotation is int:
+        return Expect("an integer")
+    if annotation is float:
+        return Expect("a number")
+    return Expect("a string")
+
+
+def _bounds(info: Any) -> str:
+    """How an error states a field's bounds: ` between 0 and 65535`, ` > 0`, ` one of ...`."""
+    annotation = getattr(info, "annotation", None)
+    if get_origin(annotation) is Literal:
+        return " one of " + ", ".join(repr(c) for c in get_args(annotation))
+    low: Any = None
+    high: Any = None
+    strictly = False
+    for item in getattr(info, "metadata", ()):
+        if isinstance(item, annotated_types.Ge):
+            low = item.ge
+        elif isinstance(item, annotated_types.Gt):
+            low, strictly = item.gt, True
+        elif isinstance(item, annotated_types.Le):
+            high = item.le
+    if strictly:
+        return f" > {low}"
+    if high is not None:
+        return f" between {low} and {high}"
+    return f" >= {low}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value) if len(value) < 60 else repr(value[:57] + "...")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+# -- the JSON Schema of the file ---------------------------------------------------------------
+
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the TOML file, for editors (taplo) and the configuration reference."""
+    schema = _SETTINGS.json_schema(mode="validation")
+    schema["$defs"]["RouteSettings"] = _ROUTE.json_schema(mode="validation")
+    schema["properties"]["routes"]["items"] = {"$ref": "#/$defs/RouteSettings"}
+    return {"$schema": SCHEMA_DIALECT, **_for_toml(schema)}
+
+
+def _for_toml(node: Any) -> Any:
+    """TOML has no null: an optional key is absent, not `null`. Property titles only repeat the
+    key's name."""
+    if isinstance(node, list):
+        return [_for_toml(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _for_toml(v) for k, v in node.items() if not (k == "default" and v is None)}
+    if isinstance(out.get("description"), str):
+        out["description"] = " ".join(out["description"].split())  # docstrings wrap lines
+    for prop in (out.get("properties") or {}).values():
+        if isinstance(prop, dict):
+            prop.pop("title", None)
+    return out
