@@ -111,7 +111,9 @@ Host = Annotated[
 Networks = Annotated[
     tuple[IPNetwork, ...],
     PlainValidator(_networks),
-    WithJsonSchema({"type": "array", "items": {"type": "string", "format": "ip-or-cidr"}}),
+    WithJsonSchema(
+        {"type": "array", "items": {"type": "string", "description": "an IP address or CIDR"}}
+    ),
     Expect("a list of CIDR strings"),
 ]
 EnvName = Annotated[
@@ -302,7 +304,8 @@ def _sha256_hex(v: Any) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=_SECTION)
 class AdminSettings:
-    """The admin API listener and its token: set admin.token_env or admin.token_sha256."""
+    """The admin API listener and its token: set one of admin.token_env and admin.token_sha256
+    (not both); without either the gateway refuses to start."""
 
     host: Host = Field(
         default="127.0.0.1",
@@ -805,9 +808,10 @@ class Settings:
     """The gateway's configuration file. Only upstream.url and an admin token (admin.token_env
     or admin.token_sha256) are required; durations are in seconds."""
 
-    upstream: UpstreamSettings
+    # In the order of config.example.toml, which the schema and the reference page follow.
     server: ServerSettings = Field(default_factory=ServerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    upstream: UpstreamSettings = Field()
     admin: AdminSettings = Field(default_factory=AdminSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     keys: KeySettings = Field(default_factory=KeySettings)
@@ -997,6 +1001,7 @@ def json_schema() -> dict[str, Any]:
     schema = _SETTINGS.json_schema(mode="validation")
     schema["$defs"]["RouteSettings"] = _ROUTE.json_schema(mode="validation")
     schema["properties"]["routes"]["items"] = {"$ref": "#/$defs/RouteSettings"}
+    schema["title"] = "keygate gateway configuration"
     return {"$schema": SCHEMA_DIALECT, **_for_toml(schema)}
 
 
