@@ -4,8 +4,8 @@ The dataclasses below are the one description of the file: each field's type, de
 and description. Pydantic validates a decoded document against them, and `gateway.reference`
 renders the JSON Schema (`docs/gateway.schema.json`) and the configuration reference from them.
 Everything downstream receives these typed values; nothing reads the TOML or the environment
-again. Every problem is a `ConfigError` naming the file, the key and what is wrong, worded here
-(`_explain`) rather than by pydantic.
+again. Every problem is a `ConfigError` naming the file, the key and what is wrong, worded by
+`gateway.configerrors` rather than by pydantic.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass as plain_dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-import annotated_types
 from pydantic import (
     ConfigDict,
     Field,
@@ -32,15 +32,14 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass
 from pydantic.json_schema import SkipJsonSchema
-from pydantic_core import ErrorDetails, PydanticCustomError
 
+from gateway.configerrors import Expect, explain, invalid, placed
 from gateway.errors import ConfigError
 from gateway.keys import PREFIX_PATTERN
 from gateway.routes import PatternError, Route, compile_pattern
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SCOPE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._*-]{0,63}")
-LOG_LEVELS = ("debug", "info", "warning", "error")
 ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)  # seconds
 
@@ -50,42 +49,24 @@ _SECTION = ConfigDict(extra="forbid")
 
 # -- checks for values pydantic has no type for -----------------------------------------------
 # Each receives the TOML value, or an already validated one (dataclasses.replace validates
-# again), and raises `_invalid(hint)` (a value of the wrong kind) or ValueError (said as is).
-
-
-@plain_dataclass(frozen=True, slots=True)
-class Expect:
-    """How an error words a value of the wrong kind: `must be {kind}{hint}, got {value}`.
-    Without one, the kind comes from the field's type; `hint` None: from its bounds."""
-
-    kind: str
-    hint: str | None = None
-
-
-def _invalid(hint: str = "") -> PydanticCustomError:
-    return PydanticCustomError("invalid", "invalid value", {"hint": hint})
-
-
-def _placed(key: str, message: str) -> PydanticCustomError:
-    """An error about `key` (below where it is raised) with exactly this message."""
-    return PydanticCustomError("config", "{message}", {"key": key, "message": message})
+# again), and raises `invalid(hint)` (a value of the wrong kind) or ValueError (said as is).
 
 
 def _host(value: Any) -> str:
     if not isinstance(value, str) or not value or any(c.isspace() for c in value):
-        raise _invalid()
+        raise invalid()
     return value
 
 
 def _networks(v: Any) -> tuple[IPNetwork, ...]:
     if not isinstance(v, list | tuple):
-        raise _invalid()
+        raise invalid()
     out = []
     for item in v:
         if isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
             out.append(item)
         elif not isinstance(item, str):
-            raise _invalid()
+            raise invalid()
         else:
             try:
                 out.append(ipaddress.ip_network(item, strict=False))
@@ -96,7 +77,7 @@ def _networks(v: Any) -> tuple[IPNetwork, ...]:
 
 def _env_name(v: Any) -> str:
     if not isinstance(v, str) or not re.fullmatch(ENV_NAME, v):
-        raise _invalid(" (an environment variable name)")
+        raise invalid(" (an environment variable name)")
     return v
 
 
@@ -250,7 +231,7 @@ def _target(v: Any) -> UpstreamTarget:
     if isinstance(v, UpstreamTarget):
         return v
     if not isinstance(v, str):
-        raise _invalid()
+        raise invalid()
     return parse_upstream_url(v)
 
 
@@ -298,7 +279,7 @@ class UpstreamSettings:
 
 def _sha256_hex(v: Any) -> str:
     if not isinstance(v, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", v):
-        raise _invalid(" of 64 hex digits")
+        raise invalid(" of 64 hex digits")
     return v.lower()
 
 
@@ -330,7 +311,7 @@ class AdminSettings:
     @model_validator(mode="after")
     def _one_token(self) -> AdminSettings:
         if self.token_env is not None and self.token_sha256 is not None:
-            raise _placed(
+            raise placed(
                 "token_sha256", "set either admin.token_env or admin.token_sha256, not both"
             )
         return self
@@ -383,7 +364,7 @@ def redact_url(url: str) -> str:
 
 def _store_url(v: Any) -> str:
     if not isinstance(v, str):
-        raise _invalid()
+        raise invalid()
     return parse_store_url(v)
 
 
@@ -446,7 +427,7 @@ class StoreSettings:
     @model_validator(mode="after")
     def _password_for_postgres(self) -> StoreSettings:
         if self.password_env is not None and not self.is_postgres:
-            raise _placed("password_env", "applies to postgresql:// store URLs only")
+            raise placed("password_env", "applies to postgresql:// store URLs only")
         return self
 
     @property
@@ -465,13 +446,13 @@ class StoreSettings:
 
 def _prefix(v: Any) -> str:
     if not isinstance(v, str) or not PREFIX_PATTERN.fullmatch(v):
-        raise _invalid(" of 1-20 lower-case letters and digits, starting with a letter")
+        raise invalid(" of 1-20 lower-case letters and digits, starting with a letter")
     return v
 
 
 def _scopes(v: Any) -> tuple[str, ...]:
     if not isinstance(v, list | tuple) or not all(isinstance(x, str) for x in v):
-        raise _invalid()
+        raise invalid()
     for s in v:
         if not SCOPE_PATTERN.fullmatch(s):
             raise ValueError(f"{s!r} is not a valid scope name (letters, digits, ':._*-')")
@@ -524,13 +505,13 @@ def _retry_schedule(v: Any) -> tuple[float, ...]:
         or not all(0 < x <= 7 * 86400 for x in v)
         or len(v) > 50
     ):
-        raise _invalid(" (at most 50, each > 0 and at most a week)")
+        raise invalid(" (at most 50, each > 0 and at most a week)")
     return tuple(float(x) for x in v)
 
 
 def _http_hosts(v: Any) -> tuple[str, ...]:
     if not isinstance(v, list | tuple) or not all(isinstance(x, str) and x for x in v):
-        raise _invalid()
+        raise invalid()
     return tuple(h.lower().strip("[]") for h in v)
 
 
@@ -605,7 +586,7 @@ _PORTAL_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 
 def _portal_path(v: Any) -> str:
     if not isinstance(v, str) or not _PORTAL_PATH.fullmatch(v):
-        raise _invalid(' like "/portal" (segments of letters, digits, ._~-; no trailing /)')
+        raise invalid(' like "/portal" (segments of letters, digits, ._~-; no trailing /)')
     if any(seg in (".", "..") for seg in v.split("/")):
         raise ValueError(f"{v!r} has a dot segment")
     for own in _OWN_DATA_PLANE_PATHS:
@@ -618,7 +599,7 @@ def _portal_path(v: Any) -> str:
 
 def _public_url(v: Any) -> str:
     if not isinstance(v, str):
-        raise _invalid()
+        raise invalid()
     parts = urlsplit(v)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
@@ -666,7 +647,7 @@ class PortalSettings:
     @model_validator(mode="after")
     def _reachable(self) -> PortalSettings:
         if self.enabled and self.public_url is None:
-            raise _placed("public_url", "is required when portal.enabled = true")
+            raise placed("public_url", "is required when portal.enabled = true")
         return self
 
 
@@ -678,7 +659,7 @@ _PARAM_NAME = re.compile(r"[A-Za-z0-9_.~-]{1,64}")
 
 def _pattern(v: Any) -> str:
     if not isinstance(v, str):
-        raise _invalid()
+        raise invalid()
     try:
         compile_pattern(v)
     except PatternError as exc:
@@ -688,7 +669,7 @@ def _pattern(v: Any) -> str:
 
 def _methods(v: Any) -> frozenset[str] | None:
     if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
-        raise _invalid(" (non-empty)")
+        raise invalid(" (non-empty)")
     bad = [m for m in v if not _METHOD.fullmatch(m)]
     if bad:
         raise ValueError(f'{bad[0]!r} is not an HTTP method (upper case, e.g. "GET")')
@@ -698,13 +679,13 @@ def _methods(v: Any) -> frozenset[str] | None:
 
 def _string_list(v: Any) -> tuple[str, ...]:
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise _invalid()
+        raise invalid()
     return tuple(v)
 
 
 def _param(v: Any) -> str:
     if not isinstance(v, str) or not _PARAM_NAME.fullmatch(v):
-        raise _invalid(" (a query parameter name)")
+        raise invalid(" (a query parameter name)")
     return v
 
 
@@ -759,9 +740,9 @@ class RouteSettings:
     @model_validator(mode="after")
     def _public_alone(self) -> RouteSettings:
         if self.public and self.scopes:
-            raise _placed("public", "a public route cannot also require scopes")
+            raise placed("public", "a public route cannot also require scopes")
         if self.public and self.callback_param:
-            raise _placed(
+            raise placed(
                 "public", "a public route has no account to check callback origins against"
             )
         return self
@@ -772,7 +753,7 @@ _ROUTE = TypeAdapter(RouteSettings)
 
 def _routes(v: Any) -> tuple[Route, ...]:
     if not isinstance(v, list | tuple):
-        raise _placed("", "must be an array of tables ([[routes]])")
+        raise placed("", "must be an array of tables ([[routes]])")
     out = []
     for i, item in enumerate(v):
         if isinstance(item, Route):
@@ -781,8 +762,8 @@ def _routes(v: Any) -> tuple[Route, ...]:
         try:
             spec = _ROUTE.validate_python(item)
         except ValidationError as exc:
-            key, message = _explain(exc.errors()[0], RouteSettings)
-            raise _placed(f"[{i}]" + (f".{key}" if key else ""), message) from None
+            key, message = explain(exc.errors()[0], RouteSettings)
+            raise placed(f"[{i}]" + (f".{key}" if key else ""), message) from None
         segments, names, tail = compile_pattern(spec.path)
         out.append(
             Route(
@@ -823,7 +804,7 @@ class Settings:
         WithJsonSchema({"type": "array", "items": {"type": "object"}}),  # see json_schema()
         Expect("an array of tables ([[routes]])"),
     ] = Field(default=(), description="The route table, `[[routes]]`: see RouteSettings.")
-    # Not a key of the file: the file's name, for messages. parse_settings refuses it as a key.
+    # Not a key of the file (parse_settings refuses it there): the file's name, for messages.
     source: SkipJsonSchema[str] = "<settings>"
 
     @model_validator(mode="after")
@@ -831,7 +812,7 @@ class Settings:
         for route in self.routes:
             unknown = [x for x in route.scopes if x not in self.keys.scopes]
             if unknown:
-                raise _placed(
+                raise placed(
                     f"routes[{route.index}].scopes",
                     f"unknown scope {unknown[0]!r} (not in keys.scopes)",
                 )
@@ -839,16 +820,18 @@ class Settings:
 
 
 _SETTINGS = TypeAdapter(Settings)
+_FILE_KEYS = frozenset(f.name for f in dataclass_fields(Settings)) - {"source"}
 
 
 def parse_settings(data: Mapping[str, Any], source: str) -> Settings:
     """Validate a decoded TOML document into Settings or raise ConfigError."""
-    if "source" in data:
-        raise ConfigError(source, "source", "unknown key")
+    for key in data:  # first, as a misspelt section name explains the errors that follow
+        if key not in _FILE_KEYS:
+            raise ConfigError(source, key, "unknown key")
     try:
         return _SETTINGS.validate_python({**data, "source": source})
     except ValidationError as exc:
-        key, message = _explain(exc.errors()[0], Settings)
+        key, message = explain(exc.errors()[0], Settings)
         raise ConfigError(source, key or None, message) from None
 
 
@@ -887,108 +870,6 @@ def admin_token_error(settings: Settings, environ: Mapping[str, str]) -> str | N
                 f"{admin.token_env} {state}"
             )
     return None
-
-
-# -- one error, one line ---------------------------------------------------------------------
-
-# Pydantic's error types for a value within the right kind but out of bounds: the message then
-# says the bounds. Every other failure of a typed field says only what kind is wanted.
-_OUT_OF_BOUNDS = {
-    "greater_than",
-    "greater_than_equal",
-    "less_than",
-    "less_than_equal",
-    "literal_error",
-}
-_NOT_A_TABLE = {"dataclass_type", "dataclass_args_type", "model_type", "dict_type"}
-
-
-def _explain(error: ErrorDetails, root: type[Any]) -> tuple[str, str]:
-    """(`section.key`, message) for pydantic's account of one error under `root`."""
-    key, cls, info = "", root, None
-    for part in error["loc"]:
-        if info is not None or isinstance(part, int):
-            break  # below a field (an item of a list): the field is what the message names
-        key = f"{key}.{part}" if key else str(part)
-        fields = getattr(cls, "__pydantic_fields__", {})
-        if part not in fields:
-            break
-        info = fields[part]
-        if hasattr(info.annotation, "__pydantic_fields__"):
-            cls, info = info.annotation, None  # a section: descend
-    kind, ctx = error["type"], error.get("ctx") or {}
-    if kind == "config":
-        inner = str(ctx["key"])
-        if inner:
-            key = f"{key}{'' if inner.startswith('[') or not key else '.'}{inner}"
-        return key, str(ctx["message"])
-    if kind == "missing":
-        if info is None and cls is not root:  # a required section: name its first required key
-            first = next(n for n, f in cls.__pydantic_fields__.items() if f.is_required())
-            key = f"{key}.{first}"
-        return key, "is required"
-    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
-        return key, "unknown key"
-    if kind in _NOT_A_TABLE:
-        return key, "must be a table"
-    if kind == "value_error":
-        return key, str(ctx["error"])
-    expect = _expectation(info)
-    if kind == "invalid":
-        hint = str(ctx["hint"])
-    elif kind in _OUT_OF_BOUNDS:
-        hint = expect.hint if expect.hint is not None else _bounds(info)
-    else:
-        hint = ""
-    return key, f"must be {expect.kind}{hint}, got {_show(error['input'])}"
-
-
-def _expectation(info: Any) -> Expect:
-    for item in getattr(info, "metadata", ()):
-        if isinstance(item, Expect):
-            return item
-    annotation = getattr(info, "annotation", None)
-    if annotation is bool:
-        return Expect("true or false")
-    if annotation is int:
-        return Expect("an integer")
-    if annotation is float:
-        return Expect("a number")
-    return Expect("a string")
-
-
-def _bounds(info: Any) -> str:
-    """How an error states a field's bounds: ` between 0 and 65535`, ` > 0`, ` one of ...`."""
-    annotation = getattr(info, "annotation", None)
-    if get_origin(annotation) is Literal:
-        return " one of " + ", ".join(repr(c) for c in get_args(annotation))
-    low: Any = None
-    high: Any = None
-    strictly = False
-    for item in getattr(info, "metadata", ()):
-        if isinstance(item, annotated_types.Ge):
-            low = item.ge
-        elif isinstance(item, annotated_types.Gt):
-            low, strictly = item.gt, True
-        elif isinstance(item, annotated_types.Le):
-            high = item.le
-    if strictly:
-        return f" > {low}"
-    if high is not None:
-        return f" between {low} and {high}"
-    return f" >= {low}"
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return repr(value) if len(value) < 60 else repr(value[:57] + "...")
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
 
 
 # -- the JSON Schema of the file ---------------------------------------------------------------
