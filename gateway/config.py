@@ -81,8 +81,6 @@ def _env_name(v: Any) -> str:
     return v
 
 
-_STRING_LIST = {"type": "array", "items": {"type": "string"}}
-
 Host = Annotated[
     str,
     PlainValidator(_host),
@@ -714,7 +712,7 @@ class RouteSettings:
     scopes: Annotated[
         tuple[str, ...],
         PlainValidator(_string_list),
-        WithJsonSchema(_STRING_LIST),
+        WithJsonSchema({"type": "array", "items": {"type": "string"}}),
         Expect("a list of strings"),
     ] = Field(
         default=(),
@@ -802,8 +800,7 @@ class Settings:
         tuple[Route, ...],
         PlainValidator(_routes),
         WithJsonSchema({"type": "array", "items": {"type": "object"}}),  # see json_schema()
-        Expect("an array of tables ([[routes]])"),
-    ] = Field(default=(), description="The route table, `[[routes]]`: see RouteSettings.")
+    ] = Field(default=(), description="The route table: one [[routes]] table per route, in order.")
     # Not a key of the file (parse_settings refuses it there): the file's name, for messages.
     source: SkipJsonSchema[str] = "<settings>"
 
