@@ -14,7 +14,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass as plain_dataclass
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
@@ -75,6 +75,16 @@ def _networks(v: Any) -> tuple[IPNetwork, ...]:
     return tuple(out)
 
 
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A validator of an optional field: None (the default, never in a TOML file, which has no
+    null) passes, so `dataclasses.replace`, which validates every field again, keeps working."""
+
+    def validate(v: Any) -> Any:
+        return None if v is None else check(v)
+
+    return validate
+
+
 def _env_name(v: Any) -> str:
     if not isinstance(v, str) or not re.fullmatch(ENV_NAME, v):
         raise invalid(" (an environment variable name)")
@@ -97,7 +107,7 @@ Networks = Annotated[
 ]
 EnvName = Annotated[
     str | None,
-    PlainValidator(_env_name),
+    PlainValidator(_optional(_env_name)),
     WithJsonSchema({"type": "string", "pattern": f"^{ENV_NAME}$"}),
     Expect("a string"),
 ]
@@ -236,7 +246,10 @@ def _target(v: Any) -> UpstreamTarget:
 _URL_SCHEMA = WithJsonSchema({"type": "string", "format": "uri", "pattern": "^https?://"})
 _Target = Annotated[UpstreamTarget, PlainValidator(_target), _URL_SCHEMA, Expect("an http(s) URL")]
 _MaybeTarget = Annotated[
-    UpstreamTarget | None, PlainValidator(_target), _URL_SCHEMA, Expect("an http(s) URL")
+    UpstreamTarget | None,
+    PlainValidator(_optional(_target)),
+    _URL_SCHEMA,
+    Expect("an http(s) URL"),
 ]
 
 
@@ -298,7 +311,7 @@ class AdminSettings:
     )
     token_sha256: Annotated[
         str | None,
-        PlainValidator(_sha256_hex),
+        PlainValidator(_optional(_sha256_hex)),
         WithJsonSchema({"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}),
         Expect("a string"),
     ] = Field(
@@ -626,7 +639,7 @@ class PortalSettings:
     )
     public_url: Annotated[
         str | None,
-        PlainValidator(_public_url),
+        PlainValidator(_optional(_public_url)),
         _URL_SCHEMA,
         Expect("a URL"),
     ] = Field(

@@ -154,3 +154,26 @@ def test_every_key_the_gateway_accepts_is_in_the_configuration_reference() -> No
             row = re.search(rf"^\| `{key}` \| (.*)$", found[0], flags=re.M)
             assert row, f"{name}.{key} missing from the configuration reference"
             assert info.description and " ".join(info.description.split()) in row.group(1)
+
+
+def test_every_settings_object_can_be_copied_with_changes() -> None:
+    """dataclasses.replace validates every field again: parsed values and None defaults
+    must pass (the store copy, the reload and the tests build settings this way)."""
+    import dataclasses
+
+    from gateway.config import load_settings, parse_settings
+
+    example = Path(__file__).resolve().parents[1] / "config.example.toml"
+    for settings in (
+        load_settings(example),
+        parse_settings({"upstream": {"url": "http://127.0.0.1:9"}}, "g.toml"),
+    ):
+        assert dataclasses.replace(settings) == settings
+        for f in dataclasses.fields(settings):
+            value = getattr(settings, f.name)
+            if dataclasses.is_dataclass(value):
+                assert dataclasses.replace(value) == value, f.name
+        store = dataclasses.replace(
+            settings.store, url="postgresql://gw@127.0.0.1:5432/keys", password_env=None
+        )
+        assert store.is_postgres and store.password_env is None
