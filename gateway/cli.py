@@ -10,11 +10,14 @@ import contextlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gateway import __version__, admin_cli
 from gateway.config import admin_token_error, load_settings
 from gateway.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from gateway.store.maintenance import Report
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -77,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        return _dispatch(parser, args)
+    except ConfigError as exc:  # every command that reads --config says it the same way
+        return _fail(f"config error: {exc}", EXIT_CONFIG)
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "serve":
         return _serve(args.config, args.check)
     if args.command == "demo":
@@ -101,10 +111,7 @@ def _fail(message: str, code: int) -> int:
 
 
 def _serve(path: str, check_only: bool) -> int:
-    try:
-        settings = load_settings(path)
-    except ConfigError as exc:
-        return _fail(f"config error: {exc}", EXIT_CONFIG)
+    settings = load_settings(path)
     problem = admin_token_error(settings, os.environ)
     if problem is not None:
         return _fail(f"config error: {problem}", EXIT_CONFIG)
@@ -135,11 +142,9 @@ def _store_copy(path: str, to: str) -> int:
     from gateway.store.copy import copy_store
     from gateway.store.factory import make_store
 
+    settings = load_settings(path)
     try:
-        settings = load_settings(path)
         target_url = parse_store_url(to)
-    except ConfigError as exc:
-        return _fail(f"config error: {exc}", EXIT_CONFIG)
     except ValueError as exc:
         return _fail(f"--to: {exc}", EXIT_CONFIG)
     if target_url == settings.store.url:
@@ -179,10 +184,7 @@ def _migrate(path: str, check_only: bool) -> int:
     from gateway.store.schema import MIGRATIONS
     from gateway.store.sql import SchemaBehind
 
-    try:
-        settings = load_settings(path)
-    except ConfigError as exc:
-        return _fail(f"config error: {exc}", EXIT_CONFIG)
+    settings = load_settings(path)
     where = f"store {redact_url(settings.store.url)}"
     try:
         store = make_store(settings.store, os.environ)
@@ -225,10 +227,7 @@ def _store_backup(path: str, to: str) -> int:
     from gateway.config import redact_url
     from gateway.store.maintenance import backup_sqlite
 
-    try:
-        settings = load_settings(path)
-    except ConfigError as exc:
-        return _fail(f"config error: {exc}", EXIT_CONFIG)
+    settings = load_settings(path)
     if settings.store.is_postgres:
         return _fail(
             "store backup copies SQLite files; back up PostgreSQL with its own tools, e.g."
@@ -253,13 +252,10 @@ def _store_check(path: str) -> int:
     from gateway.config import redact_url
     from gateway.server import run
     from gateway.store.factory import make_store
-    from gateway.store.maintenance import Report, check_postgres, check_sqlite
+    from gateway.store.maintenance import check_postgres, check_sqlite
     from gateway.store.postgres import PostgresStore
 
-    try:
-        settings = load_settings(path)
-    except ConfigError as exc:
-        return _fail(f"config error: {exc}", EXIT_CONFIG)
+    settings = load_settings(path)
 
     async def main() -> Report:
         store = make_store(settings.store, os.environ)
@@ -285,7 +281,7 @@ def _store_check(path: str) -> int:
     return EXIT_OK if report.intact and report.schema_note is None else EXIT_FAILURE
 
 
-def _summary(report: Any) -> str:
+def _summary(report: Report) -> str:
     counts = ", ".join(f"{n} {name}" for name, n in report.counts.items())
     verdict = "intact" if report.intact else f"{len(report.problems)} problem(s)"
     return f"schema version {report.schema_version}; {counts or 'not counted'}; {verdict}"
