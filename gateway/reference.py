@@ -189,7 +189,7 @@ def config_page(schema: dict[str, Any]) -> str:
         "# Configuration\n",
         f"{schema.get('description', '')}\n",
         "`gateway serve --config FILE` reads one TOML file;"
-        " [`config.example.toml`](../../config.example.toml) lists every key with its default."
+        " `config.example.toml` at the top of the repository lists every key with its default."
         " An unknown key or a bad value stops start-up with one line naming the file, the key"
         " and what is wrong.\n",
         f"The file's JSON Schema is [`docs/{SCHEMA_FILE}`](../{SCHEMA_FILE}). Editors with a"
