@@ -185,13 +185,13 @@ class ServerSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=_SECTION)
 class LogSettings:
-    """Logging to standard error."""
+    """Logging to standard output: application messages and, at "info", one line per request."""
 
     format: Literal["json", "text"] = Field(
         default="json", description='"json" (one object per line) or "text".'
     )
     level: Literal["debug", "info", "warning", "error"] = Field(
-        default="info", description='"info" logs one line per request.'
+        default="info", description='"debug", "info" (one line per request), "warning" or "error".'
     )
 
 
@@ -258,11 +258,13 @@ class UpstreamSettings:
     """The service behind the gateway."""
 
     url: _Target = Field(
+        examples=["http://127.0.0.1:9000"],
         description="Where authenticated production traffic goes. A path here is prepended to"
-        " every request path."
+        " every request path.",
     )
     test_url: _MaybeTarget = Field(
         default=None,
+        examples=["http://127.0.0.1:9001"],
         description="Where test-key (sk_test_) traffic goes; unset: the same upstream as"
         " production.",
     )
@@ -306,6 +308,7 @@ class AdminSettings:
     port: Port = Field(default=8081, description="Port the admin API listens on.")
     token_env: EnvName = Field(
         default=None,
+        examples=["GATEWAY_ADMIN_TOKEN"],
         description="Name of the environment variable holding the admin token (at least 16"
         " characters).",
     )
@@ -316,6 +319,7 @@ class AdminSettings:
         Expect("a string"),
     ] = Field(
         default=None,
+        examples=["<64 hex digits: the SHA-256 of the token>"],
         description="The SHA-256 (hex) of the admin token, instead of admin.token_env.",
     )
 
@@ -398,6 +402,7 @@ class StoreSettings:
     )
     password_env: EnvName = Field(
         default=None,
+        examples=["GATEWAY_STORE_PASSWORD"],
         description="PostgreSQL only: the environment variable holding the password (rather"
         " than the URL).",
     )
@@ -532,6 +537,7 @@ class WebhookSettings:
 
     secret_key_env: EnvName = Field(
         default=None,
+        examples=["GATEWAY_SECRET_KEY"],
         description="Signing secrets are kept encrypted (AES-256-GCM) under this key: the name"
         " of an environment variable holding base64 of 32 random bytes (openssl rand -base64"
         " 32). Unset with SQLite, a key file is made beside the database"
@@ -590,7 +596,7 @@ class WebhookSettings:
     )
 
 
-# What the data plane answers itself (contract section 4): /v1/auth, /api/v1/access-keys/...
+# What the data plane answers itself: /v1/auth, /api/v1/access-keys/...
 _OWN_DATA_PLANE_PATHS = ("/v1/auth", "/api/v1/access-keys")
 _PORTAL_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 
@@ -621,7 +627,7 @@ def _public_url(v: Any) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=_SECTION)
 class PortalSettings:
-    """The customer portal on the data plane (contract section 10): an account's own people
+    """The customer portal on the data plane: an account's own people
     see its API Keys page. The operator's backend asks POST
     /admin/v1/accounts/{id}/portal-sessions for a one-time link and hands it to a signed-in
     customer (as with Stripe's customer-portal sessions)."""
@@ -644,6 +650,7 @@ class PortalSettings:
         Expect("a URL"),
     ] = Field(
         default=None,
+        examples=["https://api.example.com"],
         description='How browsers reach the data plane, e.g. "https://api.example.com"; links'
         " are made under it. Required when enabled. With https the session cookie is marked"
         " Secure.",
@@ -709,7 +716,10 @@ class RouteSettings:
 
     path: Annotated[
         str, PlainValidator(_pattern), WithJsonSchema({"type": "string"}), Expect("a path pattern")
-    ] = Field(description='The path pattern, e.g. "/mcp/*" or "/users/{registered_user_id}/*".')
+    ] = Field(
+        examples=["/mcp/*"],
+        description='The path pattern, e.g. "/mcp/*" or "/users/{registered_user_id}/*".',
+    )
     methods: Annotated[
         frozenset[str] | None,
         PlainValidator(_methods),
@@ -721,7 +731,11 @@ class RouteSettings:
             }
         ),
         Expect("a list of HTTP methods"),
-    ] = Field(default=None, description='e.g. ["GET", "POST"]; unset: every method.')
+    ] = Field(
+        default=None,
+        examples=[["GET", "POST"]],
+        description="The methods the route covers (GET covers HEAD too); unset: every method.",
+    )
     scopes: Annotated[
         tuple[str, ...],
         PlainValidator(_string_list),
@@ -729,12 +743,14 @@ class RouteSettings:
         Expect("a list of strings"),
     ] = Field(
         default=(),
+        examples=[["runtime:all"]],
         description="The key needs at least one of these (403 otherwise); each must be in"
         " keys.scopes.",
     )
     public: bool = Field(
         default=False,
         strict=True,
+        examples=[True],
         description="No key needed (an Authorization header is still stripped).",
     )
     callback_param: Annotated[
@@ -744,6 +760,7 @@ class RouteSettings:
         Expect("a string"),
     ] = Field(
         default=None,
+        examples=["redirect_uri"],
         description="That query parameter's URL must be on the account's callback-origin"
         " allow-list (403 otherwise).",
     )
@@ -813,7 +830,18 @@ class Settings:
         tuple[Route, ...],
         PlainValidator(_routes),
         WithJsonSchema({"type": "array", "items": {"type": "object"}}),  # see json_schema()
-    ] = Field(default=(), description="The route table: one [[routes]] table per route, in order.")
+    ] = Field(
+        default=(),
+        examples=[
+            [
+                {"path": "/mcp/*", "methods": ["POST", "GET"], "scopes": ["runtime:all"]},
+                {"path": "/registered-users/{registered_user_id}/*"},
+                {"path": "/oauth/authorize", "callback_param": "redirect_uri"},
+                {"path": "/status", "public": True},
+            ]
+        ],
+        description="The route table: one [[routes]] table per route, in order.",
+    )
     # Not a key of the file (parse_settings refuses it there): the file's name, for messages.
     source: SkipJsonSchema[str] = "<settings>"
 

@@ -142,7 +142,7 @@ def test_what_the_schema_rejects_the_gateway_rejects(doc: dict[str, Any]) -> Non
 
 
 def test_every_key_the_gateway_accepts_is_in_the_configuration_reference() -> None:
-    page = pages()["reference/configuration.md"]
+    page = pages()["docs/reference/configuration.md"]
     parts = re.split(r"^## ", page, flags=re.M)
     sections = dict(_sections())
     sections["routes"] = RouteSettings
