@@ -4,6 +4,7 @@ Chromium driven by Playwright (Debian's `chromium`; Playwright's own download is
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,7 +16,18 @@ import pytest
 from support import ADMIN_TOKEN, GatewayProcess, free_port, write_config
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).parent.parent / "docs" / "screenshots"
+DOCS_SCREENSHOTS = Path(__file__).parent.parent / "docs" / "screenshots"
+
+
+def screenshots(tmp_path: Path) -> Path:
+    """Where a test's screenshots go: the documentation's own folder only when asked
+    (KEYGATE_SCREENSHOTS=1 python -m pytest tests/test_console.py tests/test_portal.py), so an
+    ordinary run leaves the tree as it found it."""
+    target = DOCS_SCREENSHOTS if os.environ.get("KEYGATE_SCREENSHOTS") == "1" else tmp_path
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
 # Webhook receivers in these tests are on loopback (and absent): let the URLs through.
 WEBHOOKS = """
 [webhooks]

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser import SCREENSHOTS, Served, browser, clipboard, new_context, serve
+from browser import Served, browser, clipboard, new_context, screenshots, serve
 from playwright.sync_api import Browser, Page, expect
 from support import ADMIN_TOKEN
 
@@ -309,7 +309,7 @@ def test_webhook_settings_are_saved_and_a_rotated_secret_is_shown_once(
     )
 
 
-def test_screenshots_of_the_console(console: Page, served: Served) -> None:
+def test_screenshots_of_the_console(console: Page, served: Served, tmp_path: Path) -> None:
     account = served.account("Acme Robotics", id="acct_acme")
     served.admin(
         "POST", "/admin/v1/accounts/acct_acme/callback-origins", {"origin": "app.acme.dev"}
@@ -319,20 +319,20 @@ def test_screenshots_of_the_console(console: Page, served: Served) -> None:
     )
     served.secrets.append(doc["key"])
     served.auth_status(account["production_key"]["key"])
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shots = screenshots(tmp_path)
     page = console
     page.set_viewport_size({"width": 1100, "height": 900})
     open_account(page, served, "acct_acme")
-    page.screenshot(path=str(SCREENSHOTS / "console-api-keys.png"), full_page=True)
+    page.screenshot(path=str(shots / "console-api-keys.png"), full_page=True)
     page.get_by_role("region", name="default production key").get_by_role(
         "button", name="Regenerate", exact=True
     ).click()
-    page.screenshot(path=str(SCREENSHOTS / "console-regenerate.png"))
+    page.screenshot(path=str(shots / "console-regenerate.png"))
     page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
     page.reload()
-    page.screenshot(path=str(SCREENSHOTS / "console-phone.png"))
+    page.screenshot(path=str(shots / "console-phone.png"))
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, "the page scrolls sideways at phone width"
     page.set_viewport_size({"width": 1280, "height": 720})
-    assert Path(SCREENSHOTS / "console-api-keys.png").stat().st_size > 10_000
+    assert (shots / "console-api-keys.png").stat().st_size > 10_000

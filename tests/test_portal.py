@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from browser import SCREENSHOTS, Served, browser, clipboard, http, new_context, serve
+from browser import Served, browser, clipboard, http, new_context, screenshots, serve
 from playwright.sync_api import Browser, Page, expect
 
 __all__ = ["browser"]  # the module-scoped Chromium fixture
@@ -210,7 +211,7 @@ def test_the_portal_is_served_by_the_data_plane_with_its_headers(served: Served)
     assert status == 401
 
 
-def test_screenshot_of_the_portal(browser: Browser, served: Served) -> None:
+def test_screenshot_of_the_portal(browser: Browser, served: Served, tmp_path: Path) -> None:
     served.account("Northwind Traders", id="acct_northwind")
     status, doc = served.admin(
         "POST",
@@ -224,8 +225,8 @@ def test_screenshot_of_the_portal(browser: Browser, served: Served) -> None:
     page.get_by_role("button", name="Create test key").click()
     reveal = page.get_by_role("dialog")
     served.secrets.extend(c.inner_text() for c in reveal.locator("code").all())
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "portal-new-key.png"))
+    shots = screenshots(tmp_path)
+    page.screenshot(path=str(shots / "portal-new-key.png"))
     reveal.get_by_role("button", name="Done").click()
-    page.screenshot(path=str(SCREENSHOTS / "portal-api-keys.png"), full_page=True)
+    page.screenshot(path=str(shots / "portal-api-keys.png"), full_page=True)
     page.context.close()
