@@ -1,6 +1,6 @@
 """The bearer rule: an `Authorization` header value -> a principal, or the reason it failed.
 
-Checks run cheapest first (contract section 3): present, scheme, non-empty, length, checksum,
+Checks run cheapest first: present, scheme, non-empty, length, checksum,
 then the in-memory index. No I/O, no aiohttp: callers decide how a failure is answered.
 """
 
@@ -43,7 +43,8 @@ def authenticate(
     if value == AMBIGUOUS_CREDENTIALS:
         return None, DUPLICATE
     if not value.startswith(_SCHEME):
-        return None, SCHEME
+        # "Bearer " arrives as "Bearer": the header scan strips trailing whitespace.
+        return None, EMPTY if value == _SCHEME[:-1] else SCHEME
     token = value[_SCHEME_LEN:]
     if not token:
         return None, EMPTY

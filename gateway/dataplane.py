@@ -301,6 +301,12 @@ class DataPlane:
                     detail = "The request body stopped arriving."
                 ex.reason = ex.reason or ex.body_error
                 ex.close_after = True
+            elif exc.reason == "abandoned":
+                # The client left before the upstream answered: nobody to answer. Logged as
+                # 499 (nginx's "client closed request"), not as an upstream failure.
+                ex.reason = ex.reason or "client_disconnected"
+                ex.close_after = True
+                return
             else:
                 status = exc.status
                 ex.reason = exc.reason

@@ -45,6 +45,18 @@ async def run_and_collect(tmp_path: Path, upstream: TestServer, fmt: str) -> tup
                 headers=bearer(key["key"][:-1] + ("Z" if key["key"][-1] != "Z" else "Y")),
             ) as resp:
                 assert resp.status == 401
+            async with session.get(
+                f"http://127.0.0.1:{port}/empty", headers={"Authorization": "Bearer "}
+            ) as resp:
+                assert resp.status == 401
+            # A client that leaves while the upstream is still thinking.
+            with pytest.raises(TimeoutError):
+                async with session.get(
+                    f"http://127.0.0.1:{port}/slow?delay=2",
+                    headers={**bearer(key["key"]), "X-Request-Id": "req-gone"},
+                    timeout=aiohttp.ClientTimeout(total=0.3),
+                ):
+                    pass
         await asyncio.sleep(0.5)  # the access log is flushed every tick
     finally:
         assert proc.stop() == 0
@@ -74,6 +86,10 @@ async def test_json_access_lines_carry_the_request_story(
     refused = next(r for r in requests if r["status"] == 401)
     assert refused["reason"] == "checksum" and refused["key_prefix"] == key["key_prefix"]
     assert "key_id" not in refused
+    empty = next(r for r in requests if r["path"] == "/empty")
+    assert empty["status"] == 401 and empty["reason"] == "empty"
+    gone = next(r for r in requests if r["request_id"] == "req-gone")
+    assert gone["status"] == 499 and gone["reason"] == "client_disconnected"
     assert secret not in text and secret[11:] not in text and "Bearer" not in text
     assert any(line.get("msg", "").startswith("gateway ready") for line in lines)
 
