@@ -59,8 +59,9 @@ def setup_logging(settings: LogSettings) -> None:
 
 
 class AccessLog:
-    """Buffered request log: lines collect in memory and reach stdout at most every 200 ms
-    (or at 64 KiB), so logging does not cost a write system call per request."""
+    """Buffered request log: lines collect in memory and reach stdout on the data plane's
+    next tick (every 50 to 250 ms) or once PIPE_BUF bytes (4 KiB) have collected, so logging
+    does not cost a write system call per request."""
 
     def __init__(self, settings: LogSettings, fd: int | None = None) -> None:
         self._fd = fd

@@ -22,7 +22,9 @@ class PlaneMetrics:
     __slots__ = ("auth_failures", "by_class", "latency_buckets", "latency_count", "latency_sum_ms")
 
     def __init__(self) -> None:
-        self.by_class = [0] * 6  # index = status // 100; 0 = no response (client went away)
+        self.by_class = [
+            0
+        ] * 6  # index = status // 100; 0 = no response (499: the client went away)
         self.auth_failures: dict[str, int] = {}
         self.latency_buckets = [0] * (len(_BOUNDS_MS) + 1)  # last = +Inf
         self.latency_sum_ms = 0.0
@@ -31,7 +33,8 @@ class PlaneMetrics:
     def observe(
         self, status: int, reason: str | None, upstream_ms: float, auth_failed: bool
     ) -> None:
-        self.by_class[status // 100 if 100 <= status < 600 else 0] += 1
+        # 499: the client left before an answer (nginx's code): no class, as nothing was sent.
+        self.by_class[status // 100 if 100 <= status < 600 and status != 499 else 0] += 1
         if auth_failed and reason is not None:
             self.auth_failures[reason] = self.auth_failures.get(reason, 0) + 1
         if upstream_ms >= 0.0:

@@ -1,8 +1,9 @@
 """The embedded default store: one SQLite file in WAL mode, driven through aiosqlite.
 
-Two connections: a writer, whose transactions are serialised by an asyncio lock and always write
-their audit row and change-log row in the same transaction as the change itself, and a reader
-for snapshots, change sets and admin reads. After every commit the shared revision counter is
+Three connections: a writer, whose transactions are serialised by an asyncio lock and always
+write their audit row and change-log row in the same transaction as the change itself; a reader
+for admin reads; and one for the in-memory index's snapshots and change sets, so an admin read in
+flight can never hand the index an older snapshot. After every commit the shared revision counter is
 bumped so data-plane workers know to re-read the change log. The statements themselves are in
 gateway/store/sql.py, shared with PostgreSQL.
 """
