@@ -58,12 +58,14 @@ async def run_and_collect(tmp_path: Path, upstream: TestServer, fmt: str) -> tup
                 ):
                     pass
         await asyncio.sleep(0.5)  # the access log is flushed every tick
-        async with aiohttp.ClientSession() as session:
-            async with session.get(
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
                 f"http://127.0.0.1:{admin_port}/metrics",
                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-            ) as resp:
-                metrics = await resp.text()
+            ) as resp,
+        ):
+            metrics = await resp.text()
         # Nothing was sent to the client that left: no status class.
         assert 'gateway_requests_total{class="none"} 1.0' in metrics, metrics
         assert 'gateway_requests_total{class="4xx"} 2.0' in metrics, metrics
