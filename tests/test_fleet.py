@@ -472,6 +472,10 @@ async def test_store_copy_moves_a_populated_sqlite_store_into_postgresql(
             await until(lambda: _is(pg.status(s, live["key"]), 200), 5)
             assert await pg.status(s, test_key["key"]) == 200
             assert await pg.status(s, revoked["key"]) == 401
+            # The change log continues after the position the instance loaded the copy at:
+            # the first change on the copy, a revocation, is honoured by the next request.
+            await pg.admin(s, "POST", f"/admin/v1/keys/{live['id']}/revoke")
+            assert await pg.status(s, live["key"]) == 401
             # New audit rows continue after the copied ones.
             await pg.admin(s, "POST", "/admin/v1/keys", json={"account_id": account["id"]})
     finally:

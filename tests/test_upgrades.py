@@ -332,3 +332,55 @@ async def test_a_backup_taken_under_write_load_holds_every_acknowledged_key(
     done = gateway_cli("store", "backup", "--config", str(pg_cfg), "--to", "x.dump")
     assert done.returncode == 2 and "pg_dump" in done.stderr and "***" in done.stderr, done
     assert "hunter2" not in done.stderr + done.stdout
+
+
+async def test_the_first_change_after_a_store_copy_reaches_gateways_on_the_copy(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    """A gateway already running on the empty target loads the copy by itself; the first
+    change made on the copy afterwards (a revocation) is honoured by its next request. The
+    change log had to continue after the position that gateway loaded, not restart below it."""
+    up = str(upstream.make_url("")).rstrip("/")
+    port, admin_port = free_port(), free_port()
+    source_cfg = write_config(
+        tmp_path / "source.toml", up, tmp_path / "source.db", port, admin_port
+    )
+    source = GatewayProcess(source_cfg, tmp_path / "source.log")
+    source.start(port, admin_port)
+    try:
+        async with aiohttp.ClientSession(headers=ADMIN) as s:
+            accounts = f"http://127.0.0.1:{admin_port}/admin/v1/accounts"
+            async with s.post(accounts, json={"name": "Copied"}) as resp:
+                assert resp.status == 201
+                key = (await resp.json())["production_key"]
+    finally:
+        assert source.stop() == 0
+    port, admin_port = free_port(), free_port()
+    target_db = tmp_path / "target.db"
+    target_cfg = write_config(tmp_path / "target.toml", up, target_db, port, admin_port)
+    target = GatewayProcess(target_cfg, tmp_path / "target.log")
+    target.start(port, admin_port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert await status_of(url, key["key"]) == 401
+        done = await asyncio.to_thread(
+            gateway_cli,
+            "store",
+            "copy",
+            "--config",
+            str(source_cfg),
+            "--to",
+            f"sqlite:///{target_db}",
+        )
+        assert done.returncode == 0, done
+        for _ in range(500):
+            if await status_of(url, key["key"]) == 200:
+                break
+            await asyncio.sleep(0.01)
+        assert await status_of(url, key["key"]) == 200, "the running gateway loaded the copy"
+        revoke = f"http://127.0.0.1:{admin_port}/admin/v1/keys/{key['id']}/revoke"
+        async with aiohttp.ClientSession(headers=ADMIN) as s, s.post(revoke) as resp:
+            assert resp.status == 200, await resp.text()
+        assert await status_of(url, key["key"]) == 401
+    finally:
+        assert target.stop() == 0

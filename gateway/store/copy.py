@@ -3,14 +3,14 @@
 The source is read in one read-only transaction (a consistent snapshot, while gateways keep
 running on it), the target written in one transaction (all of it or nothing), then the rows
 are counted on both sides. Key hashes, revoked state, last use, origins and the audit trail
-(with its ids and order) arrive as they were; the change log starts afresh (instances on the
-target load a snapshot when they start).
+(with its ids and order) arrive as they were; the change log starts afresh, after every position
+a gateway already running on the target has seen (it loads the copy as a snapshot).
 """
 
 from __future__ import annotations
 
 from gateway.errors import StoreError
-from gateway.store.sql import SqlStore
+from gateway.store.sql import LATEST_CHANGE, SqlStore
 
 # In dependency order (accounts before what refers to them).
 TABLES: tuple[tuple[str, str], ...] = (
@@ -59,9 +59,12 @@ async def copy_store(source: SqlStore, target: SqlStore) -> dict[str, int]:
                 raise StoreError(
                     f"verification failed: {copied[table]} {table} read, {landed} written"
                 )
-        await target._imported(tx)
         # Gateways already running on the (empty) target must load the copy: the change log
-        # now starts after everything they have, which makes their next catch-up a snapshot.
-        await tx.execute("UPDATE meta SET value = value + 1 WHERE name = 'changes_pruned_through'")
+        # now starts after everything they have, which makes their next catch-up a snapshot;
+        # the changes made on the copy afterwards are numbered after that position.
+        await tx.execute(
+            f"UPDATE meta SET value = ({LATEST_CHANGE}) + 1 WHERE name = 'changes_pruned_through'"
+        )
+        await target._imported(tx)
         tx.changed = True
     return copied

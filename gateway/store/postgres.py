@@ -26,6 +26,7 @@ from gateway.store.records import Actor
 from gateway.store.schema import COMPATIBLE_FROM, PG_MIGRATIONS
 from gateway.store.sql import (
     COMPATIBLE_FROM_SQL,
+    LATEST_CHANGE,
     READ_COMPATIBLE_FROM,
     IndexRead,
     SqlStore,
@@ -263,7 +264,7 @@ class PostgresStore(SqlStore):
                         await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
                     yield tx
                     if tx.changed:
-                        position = await conn.fetchval("SELECT max(seq) FROM changes")
+                        position = await conn.fetchval(LATEST_CHANGE)
                         await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(position))
                 if position is not None:
                     COMMITTED.set(position)
@@ -276,10 +277,15 @@ class PostgresStore(SqlStore):
                 raise StoreError(f"store write failed: {_why(exc)}") from exc
 
     async def _imported(self, tx: Tx) -> None:
-        # Copied rows brought their own seq: the sequence must continue after them.
+        # Copied audit rows brought their own seq: the sequence must continue after them. The
+        # change log was moved past what running gateways hold (SqlStore._imported): its next
+        # position must come after that, or the first change on the copy would go unseen.
         await tx.execute(
             "SELECT setval(pg_get_serial_sequence('audit_log', 'seq'),"
             " coalesce(max(seq), 0) + 1, false) FROM audit_log"
+        )
+        await tx.execute(
+            f"SELECT setval(pg_get_serial_sequence('changes', 'seq'), ({LATEST_CHANGE}) + 1, false)"
         )
 
     @asynccontextmanager

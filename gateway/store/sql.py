@@ -52,7 +52,7 @@ _AUTH_KEY_COLUMNS = (
 )
 _SNAPSHOT_BATCH = 5000
 # The newest change-log position, also when pruning has emptied the log.
-_LATEST = (
+LATEST_CHANGE = (
     "SELECT CASE WHEN m > p THEN m ELSE p END FROM (SELECT"
     " coalesce((SELECT max(seq) FROM changes), 0) AS m,"
     " coalesce((SELECT value FROM meta WHERE name = 'changes_pruned_through'), 0) AS p) AS t"
@@ -358,9 +358,17 @@ class SqlStore(abc.ABC):
     def _index_read(self) -> AbstractAsyncContextManager[IndexRead]: ...
 
     async def _imported(self, tx: Tx) -> None:
-        """After rows with their own sequence numbers were copied in (`gateway store copy`).
-        SQLite's AUTOINCREMENT follows explicit values by itself."""
-        del tx
+        """After rows with their own sequence numbers were copied in (`gateway store copy`)
+        and the change log was moved past everything a running gateway holds: new change-log
+        positions must come after `changes_pruned_through`, or a gateway that loaded the copy
+        at that position would skip the first change made on it (a revocation, say).
+        SQLite's AUTOINCREMENT follows the audit log's explicit values by itself; for the
+        change log, whose rows are not copied, its counter is set."""
+        await tx.execute("DELETE FROM sqlite_sequence WHERE name = 'changes'")
+        await tx.execute(
+            "INSERT INTO sqlite_sequence (name, seq) SELECT 'changes', value FROM meta"
+            " WHERE name = 'changes_pruned_through'"
+        )
 
     @abc.abstractmethod
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
@@ -374,7 +382,7 @@ class SqlStore(abc.ABC):
         """Every key and account, consistent as of one change-log position, streamed into
         `sink` in batches."""
         async with self._index_read() as r:
-            row = await r.one(_LATEST)
+            row = await r.one(LATEST_CHANGE)
             seq = int(row[0]) if row else 0
             accounts = [
                 (a[0], a[1] == ACTIVE) for a in await r.all("SELECT id, status FROM accounts")
@@ -438,7 +446,7 @@ class SqlStore(abc.ABC):
 
     async def latest_change(self) -> int:
         async with self._index_read() as r:
-            row = await r.one(_LATEST)
+            row = await r.one(LATEST_CHANGE)
         return int(row[0]) if row else 0
 
     async def prune_changes(self, older_than_us: int) -> int:
