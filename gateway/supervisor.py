@@ -79,6 +79,7 @@ async def _worker(settings: Settings, worker_id: int, conn: Connection) -> None:
             loop.remove_reader(conn.fileno())
             return
         if message[0] == "reload":
+            setup_logging(message[1].log)  # this process's own messages, as the supervisor's
             data.reload(message[1])
             log.info("worker %d: configuration reloaded", worker_id)
 

@@ -206,6 +206,30 @@ async def test_sighup_reloads_routes_without_dropping_connections(
             assert t.process.stop() == 0
 
 
+async def test_sighup_applies_log_settings_to_every_worker(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    """`[log]` is reloadable: after SIGHUP the workers' own messages follow the new format
+    too, not only the supervisor's and the request lines."""
+    t = Tree(tmp_path, str(upstream.make_url("")).rstrip("/"), workers=2)
+    t.process.start(t.port, t.admin_port, timeout=30)
+    try:
+        t.config.write_text(t.config.read_text().replace('format = "json"', 'format = "text"'))
+        t.process.signal(signal.SIGHUP)
+        for _ in range(500):
+            lines = t.log.read_text().splitlines()
+            reloaded = [line for line in lines if "configuration reloaded" in line]
+            if len(reloaded) == 3:  # the supervisor and both workers
+                break
+            await asyncio.sleep(0.01)
+        assert len(reloaded) == 3, lines
+        for line in reloaded:
+            assert not line.startswith("{"), line
+            assert " INFO gateway.supervisor: " in line, line
+    finally:
+        assert t.process.stop() == 0
+
+
 def test_a_port_in_use_fails_start_up_in_one_line(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
