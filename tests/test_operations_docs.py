@@ -265,6 +265,13 @@ class Reason:
 # is the argument before it when that is a literal.
 REASON_CALLS = {"BadRequest": 1, "UpstreamError": 1, "_fail": 1, "on_rejected": 2, "_rejected": 2}
 REASON_ATTRIBUTES = {"reason", "body_error"}  # `ex.body_error` becomes the logged reason
+# Reasons the code sets but never logs: every handler that catches them turns them into
+# another (see test_reasons_never_logged_are_translated_where_caught).
+NEVER_LOGGED = {
+    # UpstreamCall.abandon(): the client left, so the exchange is logged client_disconnected
+    # (499) before the response head, and without a reason after it.
+    ("UpstreamError", "abandoned"),
+}
 
 
 def _module_strings(tree: ast.Module) -> dict[str, str]:
@@ -366,8 +373,42 @@ def emitted_reasons() -> dict[str, Reason]:
                 if not (isinstance(status, ast.Constant) and isinstance(status.value, int)):
                     continue  # not a (status, reason) call: e.g. the CLI's _fail(message, code)
                 for reason in _values(node.args[at], names):
-                    add(Reason(reason.text, reason.pattern, status.value))
+                    if (called, reason.text) not in NEVER_LOGGED:
+                        add(Reason(reason.text, reason.pattern, status.value))
     return found
+
+
+def test_reasons_never_logged_are_translated_where_caught() -> None:
+    """Each `except` that catches an exception carrying a NEVER_LOGGED reason compares the
+    reason with it, so the reason is not passed on to the log as it is."""
+    for exc_name, text in NEVER_LOGGED:
+        handlers = [
+            (path, handler)
+            for path, tree in modules().items()
+            for handler in ast.walk(tree)
+            if isinstance(handler, ast.ExceptHandler)
+            and exc_name
+            in {
+                n.id
+                for n in ast.walk(handler.type or ast.Constant(None))
+                if isinstance(n, ast.Name)
+            }
+        ]
+        assert handlers, f"nothing catches {exc_name}: is {text!r} still never logged?"
+        for path, handler in handlers:
+            compared = any(
+                isinstance(node, ast.Compare)
+                and any(
+                    isinstance(c, ast.Constant) and c.value == text
+                    for c in [node.left, *node.comparators]
+                )
+                for stmt in handler.body
+                for node in ast.walk(stmt)
+            )
+            assert compared, (
+                f"{path.relative_to(ROOT)}:{handler.lineno}: catches {exc_name} without "
+                f"translating {text!r}, so it may reach the log and need a row"
+            )
 
 
 def test_the_reason_finder_sees_every_way_a_reason_is_set() -> None:
