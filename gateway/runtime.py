@@ -62,7 +62,8 @@ def reloadable(old: Settings, new: Settings) -> Settings:
     server = replace(
         new.server, host=old.server.host, port=old.server.port, workers=old.server.workers
     )
-    return replace(new, server=server, store=old.store, admin=old.admin)
+    webhooks = replace(new.webhooks, secret_key_env=old.webhooks.secret_key_env)
+    return replace(new, server=server, store=old.store, admin=old.admin, webhooks=webhooks)
 
 
 def restart_only_changes(old: Settings, new: Settings) -> list[str]:

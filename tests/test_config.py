@@ -162,3 +162,32 @@ def test_missing_config_file(tmp_path: Path) -> None:
     result = _serve(tmp_path / "nope.toml")
     assert result.returncode == 2
     assert "nope.toml: file not found" in result.stderr
+
+
+def test_a_reload_keeps_every_restart_only_setting_it_warns_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from gateway.runtime import reloadable
+
+    base = {"upstream": {"url": "http://127.0.0.1:9000"}}
+    old = parse_settings({**base, "webhooks": {"secret_key_env": "OLD_KEY"}}, "g.toml")
+    new = parse_settings(
+        {
+            **base,
+            "server": {"port": 9999, "workers": 3},
+            "store": {"url": "sqlite:///other.db"},
+            "admin": {"port": 9998},
+            "webhooks": {"secret_key_env": "NEW_KEY", "timeout": 7},
+            "keys": {"prefix": "xy"},
+        },
+        "g.toml",
+    )
+    with caplog.at_level("WARNING"):
+        got = reloadable(old, new)
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    for name in ("server.host/port", "server.workers", "store", "admin", "webhooks.secret_key_env"):
+        assert f"reload: {name} changed" in warned
+    assert (got.server.port, got.server.workers) == (old.server.port, old.server.workers)
+    assert (got.store, got.admin) == (old.store, old.admin)
+    assert got.webhooks.secret_key_env == "OLD_KEY"
+    assert got.webhooks.timeout == 7 and got.keys.prefix == "xy"  # the rest is applied
