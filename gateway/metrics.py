@@ -108,7 +108,9 @@ class _Collector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         c = self.c
         requests = CounterMetricFamily(
-            "gateway_requests", "Data-plane responses by status class", labels=["class"]
+            "gateway_requests",
+            "Data-plane requests by status class (none: the client left before any answer)",
+            labels=["class"],
         )
         for i, count in enumerate(c["by_class"]):
             requests.add_metric(["none" if i == 0 else f"{i}xx"], count)
