@@ -3,6 +3,7 @@ cheapest answer, in one run, on one machine, driven by wrk, targets interleaved 
 
     python loadtests/bench.py [--rounds 5] [--duration 5] [--connections 32] [--workers 1]
                               [--keys 1000] [--access-log] [--only gateway,nginx]
+                              [--flood CONNECTIONS] [--no-pin] [--profile FILE]
 
 Targets (all against the same upstream, nginx with one worker answering a small JSON body):
   direct   the upstream itself, no proxy (the ceiling)
