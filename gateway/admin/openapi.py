@@ -30,8 +30,13 @@ class ApiInfo:
 
 ADMIN = ApiInfo(
     title="Gateway admin API",
-    description="Accounts, API keys, callback-origin allow-lists and the audit trail. "
-    "Errors are application/problem+json (RFC 9457).",
+    description="The gateway's admin port. Accounts; their API keys, with each key's signing"
+    " secret and webhook settings; callback origins, each account's allow-list for callback"
+    " URLs; the portal, one-time links into the customer portal for an account's own people;"
+    " webhooks, events the upstream raises and the outbox of deliveries with their attempts and"
+    " retries; the audit trail; and operations: liveness, Prometheus metrics, this document and"
+    " that of the self-service key API on the data plane. Errors are application/problem+json"
+    " (RFC 9457), except the plain-text 401 of the token check.",
     scheme="adminToken",
     unauthorized="Missing or wrong admin token",
     body_limit="Body larger than 1 MiB",
