@@ -418,8 +418,11 @@ class StoreSettings:
     )
     propagation_timeout: float = _positive(
         2.0,
-        "A change that affects authentication returns once every live instance has applied it,"
-        " or after this many seconds (X-Gateway-Propagation: confirmed=K/N says which).",
+        "Fleet (PostgreSQL) only. Every request that changes an account, a key or a callback"
+        " origin (through the admin API, the console, the portal or the self-service endpoints;"
+        " a rename too, not only what affects authentication) returns once every live instance"
+        " has applied the change, or after this many seconds (X-Gateway-Propagation:"
+        " confirmed=K/N says which).",
     )
     max_staleness: float = _positive(
         15.0,

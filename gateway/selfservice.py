@@ -28,7 +28,7 @@ from gateway.admin import keys
 from gateway.admin.openapi import ApiInfo, build_openapi
 from gateway.admin.params import PAGING, Param
 from gateway.admin.problems import API_NAME, REQUEST_ID, problems_middleware, request_id
-from gateway.admin.routes import Route
+from gateway.admin.routes import BAD_QUERY, Route
 from gateway.admin.schemas import ChildKeyCreate, KeyCreated, KeyList, KeyOut, KeyUpdate
 from gateway.admin.state import SECRET_BOX, SETTINGS, STORE, SettingsRef
 from gateway.config import Settings
@@ -187,7 +187,17 @@ def routes() -> tuple[Route, ...]:
     """The self-service API as documented (with the trailing slash; it is optional)."""
     base = "/api/v1/access-keys/"
     key = base + "{key_id}/"
-    changing = "403 when the caller did not mint this key (and is not it)"
+    scope = "The calling key lacks the scope management:all"
+    changing = scope + ", or it neither is this key nor minted it (directly or not)"
+    missing = "No key has this `key_id` in the caller's account and environment"
+    # The data plane fails closed: past store.max_staleness without the store, keyed requests
+    # are refused (with Retry-After) before they reach these handlers.
+    stale = (
+        ", or this gateway has been out of contact with the store for longer than"
+        " store.max_staleness (with Retry-After)"
+    )
+    read_failed = "The store could not be read" + stale
+    write_failed = "The store is unavailable (nothing was changed)" + stale
     return (
         Route(
             "GET",
@@ -197,7 +207,7 @@ def routes() -> tuple[Route, ...]:
             "self-service",
             response=KeyList,
             query=SelfServiceDoor.list_params,
-            errors=(400, 403),
+            errors={400: BAD_QUERY, 403: scope, 503: read_failed},
         ),
         Route(
             "POST",
@@ -208,7 +218,14 @@ def routes() -> tuple[Route, ...]:
             body=ChildKeyCreate,
             status=201,
             response=KeyCreated,
-            errors=(400, 403, 409),
+            errors={
+                400: "The body is invalid (see `errors`): e.g. scopes or lists wider than the"
+                " caller's, an expiry after the caller's, a refused `webhook_url`",
+                403: scope,
+                409: "The caller stopped being active meanwhile, or a production key would"
+                " exceed keys.max_production_keys_per_account",
+                503: write_failed,
+            },
         ),
         Route(
             "GET",
@@ -217,35 +234,46 @@ def routes() -> tuple[Route, ...]:
             "Read a key",
             "self-service",
             response=KeyOut,
-            errors=(403, 404),
+            errors={403: scope, 404: missing, 503: read_failed},
         ),
         Route(
             "PATCH",
             key,
             keys.update_key,
-            "Change a key's name, description or webhook settings. " + changing,
+            "Change a key's name, description or webhook settings",
             "self-service",
             body=KeyUpdate,
             response=KeyOut,
-            errors=(400, 403, 404),
+            errors={
+                400: "The body is invalid (see `errors`): e.g. a null or over-long `name`, a"
+                " refused `webhook_url`, `webhook_enabled` true without a `webhook_url`",
+                403: changing,
+                404: missing,
+                503: write_failed,
+            },
         ),
         Route(
             "POST",
             key + "regenerate/",
             keys.regenerate_key,
-            "New secret for the same key; the old one stops working at once. " + changing,
+            "New secret for the same key; the old one stops working at once",
             "self-service",
             response=KeyCreated,
-            errors=(403, 404, 409),
+            errors={
+                403: changing,
+                404: missing,
+                409: "The key is revoked or expired: only an active key can be regenerated",
+                503: write_failed,
+            },
         ),
         Route(
             "POST",
             key + "revoke/",
             keys.revoke_key,
-            "Revoke a key and every key minted under it. " + changing,
+            "Revoke a key and every key minted under it (idempotent)",
             "self-service",
             response=KeyOut,
-            errors=(403, 404),
+            errors={403: changing, 404: missing, 503: write_failed},
         ),
     )
 

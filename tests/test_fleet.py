@@ -278,6 +278,38 @@ async def test_a_change_through_one_instance_is_honoured_by_the_next_request_to_
     assert codes == [0, 0, 0]
 
 
+async def test_every_account_key_or_origin_write_waits_for_the_fleet_and_nothing_else(
+    tmp_path: Path, upstream: TestServer, fleet_db: str
+) -> None:
+    """What store.propagation_timeout's description says: a rename waits too (not only what
+    affects authentication); a write that changes no account, key or origin does not."""
+    gw = Instance(tmp_path, "gw", str(upstream.make_url("")).rstrip("/"), fleet_db)
+    gw.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            account = await gw.admin(s, "POST", "/admin/v1/accounts", json={"name": "A"})
+            key = account["production_key"]["id"]
+            waited = [
+                ("PATCH", f"/admin/v1/accounts/{account['id']}", {"name": "B"}),
+                ("PATCH", f"/admin/v1/keys/{key}", {"name": "renamed"}),
+                ("PATCH", f"/admin/v1/keys/{key}", {"description": "described"}),
+            ]
+            for method, path, body in waited:
+                await gw.admin(s, method, path, json=body)
+                assert gw.propagation is not None, (method, path, body)
+                assert gw.propagation.startswith("confirmed=1/1; ")
+            not_waited = [
+                ("PATCH", f"/admin/v1/keys/{key}", {"name": "renamed"}),  # no change
+                ("POST", f"/admin/v1/keys/{key}/signing-secret/rotate", None),
+                ("POST", "/admin/v1/events", {"type": "order.paid", "key_id": key}),
+            ]
+            for method, path, body in not_waited:
+                await gw.admin(s, method, path, json=body)
+                assert gw.propagation is None, (method, path, body)
+    finally:
+        assert gw.process.stop() == 0
+
+
 def _rev(header: str) -> str:
     return header.rpartition("revision=")[2]
 

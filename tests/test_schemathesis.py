@@ -1,7 +1,8 @@
 """Schema-based fuzzing of the admin API: schemathesis reads /admin/v1/openapi.json from a live
 `gateway serve` process and, for every documented operation, sends generated requests
-(authenticated with the admin token) and checks that no answer is a 5xx and that every answer
-matches the schema the document gives for it.
+(authenticated with the admin token) and checks that no answer is a 5xx, that every answer's
+status is one the document lists for that operation, and that its body matches the schema the
+document gives for it. (tests/test_openapi_errors.py drives each error path on purpose.)
 
 Bounded: a fixed number of examples per operation, no example database written.
 """
@@ -18,7 +19,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    response_schema_conformance,
+    status_code_conformance,
+)
 from support import ADMIN_TOKEN, GatewayProcess, free_port, write_config
 
 from gateway.admin.routes import api_routes
@@ -141,7 +145,7 @@ def test_admin_api_matches_its_openapi_document(
         response = case.call_and_validate(
             base_url=admin_url,
             headers=AUTH,
-            checks=[not_a_server_error, response_schema_conformance],
+            checks=[not_a_server_error, response_schema_conformance, status_code_conformance],
             timeout=10,
         )
         calls.append(response.status_code)

@@ -405,6 +405,22 @@ async def test_upstream_events_reach_the_keys_that_listen_in_their_own_world(
     assert code == 2 and "must be a JSON object" in err
 
 
+async def test_an_event_without_account_or_key_is_told_to_give_one(hooks: Running) -> None:
+    account = await hooks.account()
+    for body, message in (
+        ({"type": "order.paid"}, "is required: give account_id (every key of the account)"),
+        (
+            {"type": "order.paid", "account_id": account["id"], "key_id": "k"},
+            "give account_id or key_id, not both",
+        ),
+    ):
+        status, problem = await hooks.admin("POST", "/admin/v1/events", json=body)
+        assert status == 400, problem
+        assert problem["errors"][0]["field"] == "account_id", problem
+        assert problem["errors"][0]["message"].startswith(message), problem
+        assert problem["detail"].startswith("account_id: " + message), problem
+
+
 async def test_keys_hear_once_that_they_will_expire_and_once_that_they_have(
     tmp_path: Path,
     upstream: TestServer,

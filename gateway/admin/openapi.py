@@ -30,8 +30,13 @@ class ApiInfo:
 
 ADMIN = ApiInfo(
     title="Gateway admin API",
-    description="Accounts, API keys, callback-origin allow-lists and the audit trail. "
-    "Errors are application/problem+json (RFC 9457).",
+    description="The gateway's admin port. Accounts; their API keys, with each key's signing"
+    " secret and webhook settings; callback origins, each account's allow-list for callback"
+    " URLs; the portal, one-time links into the customer portal for an account's own people;"
+    " webhooks, events the upstream raises and the outbox of deliveries with their attempts and"
+    " retries; the audit trail; and operations: liveness, Prometheus metrics, this document and"
+    " that of the self-service key API on the data plane. Errors are application/problem+json"
+    " (RFC 9457), except the plain-text 401 of the token check.",
     scheme="adminToken",
     unauthorized="Missing or wrong admin token",
     body_limit="Body larger than 1 MiB",
@@ -72,6 +77,7 @@ def build_openapi(routes: tuple[Route, ...], info: ApiInfo = ADMIN) -> dict[str,
         return {"$ref": REF.format(model=model.__name__)}
 
     problem = {"application/problem+json": {"schema": ref(ProblemOut)}}
+    unauthorized = {"text/plain": {"schema": {"type": "string", "const": "Unauthorized"}}}
     paths: dict[str, dict[str, Any]] = {}
     for r in routes:
         op: dict[str, Any] = {
@@ -118,20 +124,21 @@ def build_openapi(routes: tuple[Route, ...], info: ApiInfo = ADMIN) -> dict[str,
                 }
             }
         op["responses"][str(r.status)] = ok
+        if r.body is not None and 400 not in r.errors:
+            raise ValueError(f"{r.method} {r.path} takes a body: say what its 400 means")
+        errors = dict(r.errors)
         if not r.public:
-            op["responses"]["401"] = {
-                "description": info.unauthorized,
-                "content": {"text/plain": {"schema": {"type": "string", "const": "Unauthorized"}}},
-            }
+            errors[401] = info.unauthorized
         else:
             op["security"] = []
-        for status in r.errors:
-            op["responses"][str(status)] = {"description": _ERRORS[status], "content": problem}
         if r.body is not None:
-            op["responses"].setdefault("400", {"description": _ERRORS[400], "content": problem})
-            op["responses"]["413"] = {"description": info.body_limit, "content": problem}
-            op["responses"]["415"] = {"description": "Body is not JSON", "content": problem}
-        op["responses"]["503"] = {"description": "The key store is unavailable", "content": problem}
+            errors[413] = info.body_limit
+            errors[415] = "The body was sent with a Content-Type other than JSON"
+        for status in sorted(errors):
+            op["responses"][str(status)] = {
+                "description": errors[status],
+                "content": unauthorized if status == 401 else problem,
+            }
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -144,14 +151,6 @@ def build_openapi(routes: tuple[Route, ...], info: ApiInfo = ADMIN) -> dict[str,
         },
         "paths": paths,
     }
-
-
-_ERRORS = {
-    400: "Invalid request (see `errors`)",
-    403: "The key lacks the scope, or may not change this key",
-    404: "Account, key or origin not found",
-    409: "Conflict with the current state",
-}
 
 
 def _is_request(model: type[BaseModel], routes: tuple[Route, ...]) -> bool:

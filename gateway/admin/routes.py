@@ -3,8 +3,8 @@ list, so no route can exist undocumented or be documented without existing."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -48,7 +48,9 @@ class Route:
     status: int = 200
     response: type[BaseModel] | None = None  # None with status 204: no body
     query: tuple[Param, ...] = ()
-    errors: tuple[int, ...] = ()
+    # Each error status the handler can answer, with what it means on this route (401, and
+    # 413 and 415 on routes with a body, are added by the document's builder).
+    errors: Mapping[int, str] = field(default_factory=dict)
     media_type: str = "application/json"
     public: bool = False
 
@@ -58,6 +60,18 @@ async def healthz(request: web.Request) -> web.Response:
     from gateway.admin.problems import json_response
 
     return json_response({"status": "ok", "version": __version__})
+
+
+# What a 503 means: the store failed. A read changed nothing; a write is rolled back whole.
+READ_FAILED = "The store could not be read; try again later"
+WRITE_FAILED = "The store is unavailable; nothing was changed, try again later"
+BAD_QUERY = (
+    "A query parameter is unknown, repeated or invalid, or `cursor` is not one this list"
+    " gave (see `errors`)"
+)
+NO_ACCOUNT = "No account has this `account_id`"
+NO_KEY = "No key has this `key_id`"
+KEY_NOT_ACTIVE = "The key is revoked or expired"
 
 
 def api_routes(
@@ -95,7 +109,12 @@ def api_routes(
             body=AccountCreate,
             status=201,
             response=AccountOut,
-            errors=(400, 409),
+            errors={
+                400: "The body is invalid (see `errors`): `name` missing, empty or over 255"
+                " characters, an `id` not matching its pattern, an unknown field",
+                409: "An account with this `id` already exists",
+                503: WRITE_FAILED,
+            },
         ),
         Route(
             "GET",
@@ -105,7 +124,7 @@ def api_routes(
             "accounts",
             response=AccountList,
             query=accounts.LIST_PARAMS,
-            errors=(400,),
+            errors={400: BAD_QUERY, 503: READ_FAILED},
         ),
         Route(
             "GET",
@@ -114,7 +133,7 @@ def api_routes(
             "Read an account",
             "accounts",
             response=AccountOut,
-            errors=(404,),
+            errors={404: NO_ACCOUNT, 503: READ_FAILED},
         ),
         Route(
             "PATCH",
@@ -124,7 +143,12 @@ def api_routes(
             "accounts",
             body=AccountUpdate,
             response=AccountOut,
-            errors=(400, 404),
+            errors={
+                400: "The body is invalid (see `errors`): an empty, null or over-long `name`, a"
+                " `status` other than active or deactivated, an unknown field",
+                404: NO_ACCOUNT,
+                503: WRITE_FAILED,
+            },
         ),
         Route(
             "GET",
@@ -134,7 +158,7 @@ def api_routes(
             "callback origins",
             response=OriginList,
             query=PAGING,
-            errors=(400, 404),
+            errors={400: BAD_QUERY, 404: NO_ACCOUNT, 503: READ_FAILED},
         ),
         Route(
             "POST",
@@ -145,7 +169,13 @@ def api_routes(
             body=OriginCreate,
             status=201,
             response=OriginOut,
-            errors=(400, 404, 409),
+            errors={
+                400: "`origin` is not a host with an optional port, e.g. app.example.com or"
+                " localhost:3000 (see `errors`)",
+                404: NO_ACCOUNT,
+                409: "The origin is already on this account's allow-list",
+                503: WRITE_FAILED,
+            },
         ),
         Route(
             "DELETE",
@@ -154,7 +184,10 @@ def api_routes(
             "Remove an allowed callback origin",
             "callback origins",
             status=204,
-            errors=(404,),
+            errors={
+                404: NO_ACCOUNT + ", or the origin is not on its allow-list",
+                503: WRITE_FAILED,
+            },
         ),
         Route(
             "POST",
@@ -164,7 +197,12 @@ def api_routes(
             "portal",
             status=201,
             response=PortalSessionOut,
-            errors=(404, 409),
+            errors={
+                404: NO_ACCOUNT,
+                409: "The portal is not enabled (portal.enabled = false), or the account is"
+                " deactivated",
+                503: WRITE_FAILED,
+            },
         ),
         Route(
             "POST",
@@ -175,7 +213,14 @@ def api_routes(
             body=KeyCreate,
             status=201,
             response=KeyCreated,
-            errors=(400, 404, 409),
+            errors={
+                400: "The body is invalid (see `errors`): e.g. a scope not in keys.scopes,"
+                " `expires_at` in the past or given with `expires_in`, a refused `webhook_url`",
+                404: NO_ACCOUNT,
+                409: "A production key would exceed keys.max_production_keys_per_account active"
+                " production keys for this account",
+                503: WRITE_FAILED,
+            },
         ),
         Route(
             "GET",
@@ -185,9 +230,17 @@ def api_routes(
             "keys",
             response=KeyList,
             query=keys.LIST_PARAMS,
-            errors=(400,),
+            errors={400: BAD_QUERY, 503: READ_FAILED},
         ),
-        Route("GET", key, keys.get_key, "Read a key", "keys", response=KeyOut, errors=(404,)),
+        Route(
+            "GET",
+            key,
+            keys.get_key,
+            "Read a key",
+            "keys",
+            response=KeyOut,
+            errors={404: NO_KEY, 503: READ_FAILED},
+        ),
         Route(
             "PATCH",
             key,
@@ -196,9 +249,22 @@ def api_routes(
             "keys",
             body=KeyUpdate,
             response=KeyOut,
-            errors=(400, 404),
+            errors={
+                400: "The body is invalid (see `errors`): e.g. a null or over-long `name`, a"
+                " refused `webhook_url`, `webhook_enabled` true without a `webhook_url`",
+                404: NO_KEY,
+                503: WRITE_FAILED,
+            },
         ),
-        Route("DELETE", key, keys.delete_key, "Delete a key", "keys", status=204, errors=(404,)),
+        Route(
+            "DELETE",
+            key,
+            keys.delete_key,
+            "Delete a key",
+            "keys",
+            status=204,
+            errors={404: NO_KEY, 503: WRITE_FAILED},
+        ),
         Route(
             "POST",
             key + "/regenerate",
@@ -206,7 +272,11 @@ def api_routes(
             "New secret for the same key; the old one stops working at once",
             "keys",
             response=KeyCreated,
-            errors=(404, 409),
+            errors={
+                404: NO_KEY,
+                409: KEY_NOT_ACTIVE + ": only an active key can be regenerated",
+                503: WRITE_FAILED,
+            },
         ),
         Route(
             "POST",
@@ -216,16 +286,20 @@ def api_routes(
             "webhooks.rotation_overlap_seconds",
             "keys",
             response=SigningSecretRotated,
-            errors=(404,),
+            errors={
+                404: NO_KEY,
+                409: KEY_NOT_ACTIVE + ": only an active key's signing secret can be rotated",
+                503: WRITE_FAILED,
+            },
         ),
         Route(
             "POST",
             key + "/revoke",
             keys.revoke_key,
-            "Revoke a key",
+            "Revoke a key (idempotent: a revoked key is answered unchanged)",
             "keys",
             response=KeyOut,
-            errors=(404,),
+            errors={404: NO_KEY, 503: WRITE_FAILED},
         ),
         Route(
             "POST",
@@ -236,7 +310,13 @@ def api_routes(
             body=EventCreate,
             status=202,
             response=EventAccepted,
-            errors=(400, 404),
+            errors={
+                400: "The body is invalid (see `errors`): neither or both of `account_id` and"
+                " `key_id`, a key.* `type`, `data` naming account_id, key_id or environment or"
+                " over 64 KiB, an `environment` other than the key's",
+                404: "No account has this `account_id`, or no key this `key_id`",
+                503: WRITE_FAILED,
+            },
         ),
         Route(
             "GET",
@@ -246,7 +326,7 @@ def api_routes(
             "webhooks",
             response=DeliveryList,
             query=webhooks.LIST_PARAMS,
-            errors=(400,),
+            errors={400: BAD_QUERY, 503: READ_FAILED},
         ),
         Route(
             "POST",
@@ -256,7 +336,11 @@ def api_routes(
             "webhooks",
             status=202,
             response=DeliveryOut,
-            errors=(404,),
+            errors={
+                404: "No delivery has this `delivery_id`",
+                409: "An attempt of this delivery is in flight; retry once it has finished",
+                503: WRITE_FAILED,
+            },
         ),
         Route(
             "GET",
@@ -266,6 +350,6 @@ def api_routes(
             "audit",
             response=AuditList,
             query=audit.LIST_PARAMS,
-            errors=(400,),
+            errors={400: BAD_QUERY, 503: READ_FAILED},
         ),
     )

@@ -71,7 +71,15 @@ async def publish_event(request: web.Request) -> web.Response:
     """An event the upstream raises, for the keys that listen for it (contract section 9)."""
     body, _ = await parse_body(request, EventCreate)
     problems = []
-    if (body.account_id is None) == (body.key_id is None):
+    if body.account_id is None and body.key_id is None:
+        problems.append(
+            {
+                "field": "account_id",
+                "message": "is required: give account_id (every key of the account) or key_id"
+                " (one key)",
+            }
+        )
+    elif body.account_id is not None and body.key_id is not None:
         problems.append({"field": "account_id", "message": "give account_id or key_id, not both"})
     if body.type.startswith("key."):
         problems.append({"field": "type", "message": "key.* events are raised by the gateway"})
