@@ -48,6 +48,17 @@ def api_page(doc: dict[str, Any]) -> str:
     schemes = doc.get("components", {}).get("securitySchemes", {})
     for name, scheme in schemes.items():
         out.append(f"Authentication ({name}): {_scheme(scheme)}.\n")
+    headers = {
+        name: spec
+        for ops in doc["paths"].values()
+        for op in ops.values()
+        for answer in op.get("responses", {}).values()
+        for name, spec in answer.get("headers", {}).items()
+    }
+    for name, spec in headers.items():
+        out.append(
+            f"Response header `{name}` (where an operation lists it): {spec['description']}.\n"
+        )
     by_tag: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
@@ -109,6 +120,9 @@ def _operation(method: str, path: str, op: dict[str, Any]) -> Iterator[str]:
         ]
         yield f"| {status} | {_cell(answer.get('description', ''))} | {', '.join(shapes) or '-'} |"
     yield ""
+    for status, answer in op.get("responses", {}).items():
+        for name in answer.get("headers", {}):
+            yield f"A {status} answer may carry `{name}`.\n"
 
 
 def _schema(name: str, schema: dict[str, Any]) -> Iterator[str]:

@@ -306,6 +306,15 @@ async def test_every_account_key_or_origin_write_waits_for_the_fleet_and_nothing
             for method, path, body in not_waited:
                 await gw.admin(s, method, path, json=body)
                 assert gw.propagation is None, (method, path, body)
+            # The OpenAPI document says the same of these operations.
+            doc = await gw.admin(s, "GET", "/admin/v1/openapi.json")
+            expected = [(m, p, True) for m, p, _ in waited]
+            expected += [(m, p, False) for m, p, _ in not_waited[1:]]  # [0]: same operation
+            for method, path, carries in expected:
+                template = path.replace(account["id"], "{account_id}").replace(key, "{key_id}")
+                op = doc["paths"][template][method.lower()]
+                (ok,) = [a for status, a in op["responses"].items() if status < "300"]
+                assert ("X-Gateway-Propagation" in ok.get("headers", {})) == carries, template
     finally:
         assert gw.process.stop() == 0
 

@@ -59,6 +59,18 @@ def _param_schema(p: Param) -> dict[str, Any]:
     return schema
 
 
+# Set by gateway/fleet.py's middleware on any answer whose request changed the change log.
+PROPAGATION_HEADER: dict[str, Any] = {
+    "description": (
+        "PostgreSQL fleets only, on an answer whose request changed an account, a key or a"
+        " callback origin: how many of the fleet's data-plane workers had applied the change"
+        " when the answer was sent (it waits up to `store.propagation_timeout`), and the"
+        " change-log position"
+    ),
+    "schema": {"type": "string", "examples": ["confirmed=2/2; revision=3"]},
+}
+
+
 def build_openapi(routes: tuple[Route, ...], info: ApiInfo = ADMIN) -> dict[str, Any]:
     models: set[type[BaseModel]] = {ProblemOut}
     for r in routes:
@@ -123,6 +135,8 @@ def build_openapi(routes: tuple[Route, ...], info: ApiInfo = ADMIN) -> dict[str,
                     else {"type": "object"}
                 }
             }
+        if r.method != "GET" and r.propagates:
+            ok["headers"] = {"X-Gateway-Propagation": PROPAGATION_HEADER}
         op["responses"][str(r.status)] = ok
         if r.body is not None and 400 not in r.errors:
             raise ValueError(f"{r.method} {r.path} takes a body: say what its 400 means")

@@ -53,6 +53,9 @@ class Route:
     errors: Mapping[int, str] = field(default_factory=dict)
     media_type: str = "application/json"
     public: bool = False
+    # A write that may log an account, key or origin change, so that with PostgreSQL its answer
+    # waits for the fleet and carries X-Gateway-Propagation (gateway/fleet.py). GETs never do.
+    propagates: bool = True
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -197,6 +200,7 @@ def api_routes(
             "portal",
             status=201,
             response=PortalSessionOut,
+            propagates=False,
             errors={
                 404: NO_ACCOUNT,
                 409: "The portal is not enabled (portal.enabled = false), or the account is"
@@ -286,6 +290,7 @@ def api_routes(
             "webhooks.rotation_overlap_seconds",
             "keys",
             response=SigningSecretRotated,
+            propagates=False,
             errors={
                 404: NO_KEY,
                 409: KEY_NOT_ACTIVE + ": only an active key's signing secret can be rotated",
@@ -310,6 +315,7 @@ def api_routes(
             body=EventCreate,
             status=202,
             response=EventAccepted,
+            propagates=False,
             errors={
                 400: "The body is invalid (see `errors`): neither or both of `account_id` and"
                 " `key_id`, a key.* `type`, `data` naming account_id, key_id or environment or"
@@ -336,6 +342,7 @@ def api_routes(
             "webhooks",
             status=202,
             response=DeliveryOut,
+            propagates=False,
             errors={
                 404: "No delivery has this `delivery_id`",
                 409: "An attempt of this delivery is in flight; retry once it has finished",
