@@ -214,7 +214,6 @@ class ProblemOut(Out):
 
 class Health(Out):
     status: Literal["ok"]
-    version: str
 
 
 class OriginOut(Out):
