@@ -42,9 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     copy = store_sub.add_parser(
         "copy",
         help="copy the configured store into another, empty one (e.g. SQLite -> PostgreSQL)",
-        description="Copy accounts, keys (hashes, revoked state, last use), callback origins "
-        "and the audit trail into an empty store, then verify the counts. The password of a "
-        "postgresql:// target may be in the URL or in PGPASSWORD.",
+        description="Copy accounts, keys (hashes, revoked state, last use, webhook settings "
+        "and signing secrets, still sealed with the source's key: give the target's gateways "
+        "that key), callback origins and the audit trail into an empty store, then verify the "
+        "counts. Not copied: the webhook outbox (pending deliveries are not sent from the "
+        "target), console and portal sessions and portal links (people sign in again), the "
+        "change log and the registered instances. The password of a postgresql:// target may "
+        "be in the URL or in PGPASSWORD.",
     )
     copy.add_argument("--config", "-c", required=True, metavar="FILE", help="TOML configuration")
     copy.add_argument("--to", required=True, metavar="URL", help="the target store's URL")
