@@ -165,6 +165,37 @@ def test_help_names_webhooks_and_what_store_copy_leaves_behind() -> None:
     assert "Not copied: the webhook outbox" in copy and "sessions" in copy
 
 
+async def test_a_reader_that_leaves_early_gets_exit_141_and_no_traceback(gw: Running) -> None:
+    """`gateway admin keys list | head -1`: once the reader has gone, the command stops
+    quietly with the status a shell gives a process killed by SIGPIPE (128 + 13)."""
+    account = await gw.account(provision_production_key=False)
+    for n in range(40):
+        await gw.key(account["id"], name=f"key-{n}")
+    env = dict(os.environ, GATEWAY_ADMIN_TOKEN=ADMIN_TOKEN)
+    admin = ("admin", "--url", gw.admin_url)
+    for args, codes in (
+        ((*admin, "keys", "list"), {141}),  # fits stdout's buffer: fails at the last flush
+        ((*admin, "--json", "keys", "list", "--limit", "500"), {141}),  # fails inside print
+        # argparse writes these itself and may swallow the failed write, then exit 0.
+        (("--version",), {0, 141}),
+        (("--help",), {0, 141}),
+    ):
+        read, write = os.pipe()
+        os.close(read)  # the reader has gone before the first byte
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            *args,
+            stdout=write,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        os.close(write)
+        _, err = await proc.communicate()
+        assert proc.returncode in codes and err.decode() == "", (args, proc.returncode, err)
+
+
 async def stub(aiohttp_server: ServerFactory, answer: Callable[[web.Request], web.Response]) -> str:
     """An admin API stand-in that answers every request with `answer`, recording what it saw."""
     app = web.Application()
