@@ -132,9 +132,12 @@ async def test_parse_errors_are_problem_json_and_close(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("listener", ["data plane", "admin port"])
 async def test_a_bad_request_is_one_warning_line_without_its_bytes(
-    tmp_path: Path, upstream: TestServer
+    tmp_path: Path, upstream: TestServer, listener: str
 ) -> None:
+    """On either port: aiohttp's default logs a traceback at ERROR quoting the client's bytes,
+    and answers them back as text."""
     port, admin_port = free_port(), free_port()
     config = write_config(
         tmp_path / "gw.toml", url_of(upstream), tmp_path / "gw.db", port, admin_port
@@ -150,10 +153,13 @@ async def test_a_bad_request_is_one_warning_line_without_its_bytes(
             f"\x16\x03\x01{marker}not http at all\r\n\r\n".encode(),
             f"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ;{marker}\r\n".encode(),
         ):
-            reply = await raw_exchange(port, raw)
-            assert reply.startswith(b"HTTP/1.1 4"), reply[:100]
-        reply = await raw_exchange(port, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert reply.startswith(b"HTTP/1.1 401")  # the worker lives on
+            reply = await raw_exchange(port if listener == "data plane" else admin_port, raw)
+            assert reply[:10] in (b"HTTP/1.1 4", b"HTTP/1.0 4"), reply[:100]
+            assert header(reply, b"Content-Type") == [b"application/problem+json"], reply[:300]
+            assert marker.encode() not in reply
+        for each in (port, admin_port):  # both live on
+            reply = await raw_exchange(each, b"GET /admin/v1/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert reply.startswith(b"HTTP/1.1 401")
         await asyncio.sleep(0.5)
     finally:
         assert proc.stop() == 0

@@ -1,15 +1,22 @@
-"""The admin port's aiohttp server: every answer says `Server: keygate`, as the data plane's
-do, instead of aiohttp's default that names the Python and aiohttp versions."""
+"""The admin port's aiohttp server, as the data plane's: every answer says `Server: keygate`
+(aiohttp's default names the Python and aiohttp versions), and a request aiohttp could not
+parse is answered as problem+json and logged as one warning line without the client's bytes
+(aiohttp's default logs a traceback at ERROR and quotes them, in the log and the answer)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.web_protocol import RequestHandler
 
-from gateway.http.protocol import SERVER
+from gateway.http.protocol import SERVER, problem_body
+
+log = logging.getLogger("gateway.admin")
 
 SERVER_NAME = SERVER.decode()
 
@@ -22,7 +29,7 @@ async def server_header(request: web.Request, response: web.StreamResponse) -> N
 
 class AdminConnection(RequestHandler):
     """aiohttp's per-connection protocol. A request aiohttp could not parse never reaches the
-    application, so its answer does not pass `on_response_prepare`: name the server here."""
+    application (nor its `on_response_prepare`): it is answered here."""
 
     def handle_error(
         self,
@@ -31,8 +38,21 @@ class AdminConnection(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        response = super().handle_error(request, status, exc, message)
-        response.headers["Server"] = SERVER_NAME
+        if not isinstance(exc, BadHttpMessage):  # a failure of ours: aiohttp's log and answer
+            response = super().handle_error(request, status, exc, message)
+            response.headers["Server"] = SERVER_NAME
+            return response
+        log.warning(
+            "admin port refused a request that could not be parsed (%s)", type(exc).__name__
+        )
+        rid = os.urandom(16).hex()
+        response = web.Response(
+            status=status,
+            body=problem_body(status, None, None, b"", rid.encode()),
+            content_type="application/problem+json",
+            headers={"X-Request-Id": rid, "Server": SERVER_NAME},
+        )
+        response.force_close()
         return response
 
 
