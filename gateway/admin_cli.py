@@ -27,7 +27,13 @@ class CliError(Exception):
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    admin = sub.add_parser("admin", help="manage accounts, keys, origins; read the audit trail")
+    admin = sub.add_parser(
+        "admin",
+        help="manage accounts, keys, origins and webhooks; read the audit trail",
+        description="A client of the admin API: accounts, API keys, callback origins, webhook "
+        "deliveries and events, the audit trail. The admin token comes from "
+        f"${TOKEN_ENV}.",
+    )
     admin.add_argument(
         "--url",
         default=os.environ.get("GATEWAY_ADMIN_URL", DEFAULT_URL),
@@ -285,12 +291,16 @@ def _describe_error(exc: urllib.error.HTTPError) -> str:
     if not isinstance(problem, dict):
         return f"HTTP {exc.code}"
     title, detail = _safe(problem.get("title", "error")), _safe(problem.get("detail", ""))
-    lines = [f"{title} ({exc.code}): {detail}"]
     errors = problem.get("errors")
-    for err in errors if isinstance(errors, list) else []:
-        if isinstance(err, dict):
-            lines.append(f"  {_safe(err.get('field') or 'body')}: {_safe(err.get('message'))}")
-    return "\n".join(lines)
+    fields = [
+        f"{_safe(err.get('field') or 'body')}: {_safe(err.get('message'))}"
+        for err in (errors if isinstance(errors, list) else [])
+        if isinstance(err, dict)
+    ]
+    # One line: the field errors when there are some (a validation problem's detail repeats
+    # the first of them), else the detail unless it only repeats the title.
+    said = "; ".join(fields) or (detail if detail != title else "")
+    return f"{title} ({exc.code}): {said}" if said else f"{title} ({exc.code})"
 
 
 # C0, DEL, C1, bidirectional controls, line/paragraph separators, lone surrogates.

@@ -1,7 +1,7 @@
 """Command line: parse arguments, build settings, call the right entry point, return an exit
 code. Exit 2 for bad usage or configuration; 1 for a failure (a start-up that failed, a store
 that cannot be reached, migrations pending under `migrate --check`, a problem found by `store
-check` or `store backup`); 0 otherwise."""
+check` or `store backup`); 141 when stdout's reader went away early; 0 otherwise."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE, as shells report it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,9 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     copy = store_sub.add_parser(
         "copy",
         help="copy the configured store into another, empty one (e.g. SQLite -> PostgreSQL)",
-        description="Copy accounts, keys (hashes, revoked state, last use), callback origins "
-        "and the audit trail into an empty store, then verify the counts. The password of a "
-        "postgresql:// target may be in the URL or in PGPASSWORD.",
+        description="Copy accounts, keys (hashes, revoked state, last use, webhook settings "
+        "and signing secrets, still sealed with the source's key: give the target's gateways "
+        "that key), callback origins and the audit trail into an empty store, then verify the "
+        "counts. Not copied: the webhook outbox (pending deliveries are not sent from the "
+        "target), console and portal sessions and portal links (people sign in again), the "
+        "change log and the registered instances. The password of a postgresql:// target may "
+        "be in the URL or in PGPASSWORD.",
     )
     copy.add_argument("--config", "-c", required=True, metavar="FILE", help="TOML configuration")
     copy.add_argument("--to", required=True, metavar="URL", help="the target store's URL")
@@ -78,6 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a reader that has gone shows here, while it can be handled
+    except BrokenPipeError:
+        # `gateway admin keys list | head -1`: nothing more to say to anyone. Python would
+        # flush stdout again at exit and fail the same way: point it at /dev/null (the
+        # recipe of Python's signal module documentation), and exit as a shell reports a
+        # process killed by SIGPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin import create_admin_app
+from gateway.admin.listener import AdminRunner
 from gateway.admin.state import SETTINGS, AdminToken
 from gateway.changes import ChangeSignal, NotifySignal
 from gateway.config import Settings
@@ -244,12 +245,7 @@ class AdminRuntime:
             self.barrier,
             console=lambda ref: create_console_app(ref, self.store, self.box, self.token),
         )
-        self._runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=settings.server.shutdown_timeout,
-        )
+        self._runner = AdminRunner(app, shutdown_timeout=settings.server.shutdown_timeout)
         await self._runner.setup()
         site = web.TCPSite(self._runner, settings.admin.host, settings.admin.port, backlog=128)
         await site.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -124,6 +125,75 @@ async def test_cli_errors_exit_non_zero_with_the_problem(gw: Running) -> None:
     code, _, err = await cli(gw, "--url", "http://127.0.0.1:1", "accounts", "list")
     assert code == 1 and "cannot reach" in err
     assert "Traceback" not in err
+
+
+async def test_a_problem_is_said_once_on_one_line(gw: Running) -> None:
+    await cli(gw, "accounts", "create", "Once", "--id", "acct_once", "--no-key")
+    code, _, err = await cli(
+        gw, "keys", "create", "--account", "acct_once", "--expires-at", "2030-01-31T12:00:00+05"
+    )
+    assert code == 1
+    assert err.splitlines() == [
+        "gateway admin: Validation failed (400): expires_at: must be an RFC 3339 timestamp"
+        " with a time zone, e.g. 2030-01-31T12:00:00Z"
+    ]
+    code, _, err = await cli(
+        gw, "keys", "create", "--account", "acct_once", "--expires-in", "5", "--name", "x\ty"
+    )
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert err.count("name: ") == 1 and err.count("expires_in: ") == 1, err
+    code, _, err = await cli(gw, "keys", "list", "--limit", "0")
+    assert code == 1 and err.count("must be between 1 and 500") == 1, err
+    code, _, err = await cli(gw, "keys", "get", "no-such-key")
+    assert code == 1 and err.splitlines() == ["gateway admin: Key not found (404)"]
+
+
+def test_help_names_webhooks_and_what_store_copy_leaves_behind() -> None:
+    def help_of(*args: str) -> str:
+        run = subprocess.run(
+            [sys.executable, "-m", "gateway", *args, "--help"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return " ".join(run.stdout.split())  # argparse wraps lines where it likes
+
+    assert "admin manage accounts, keys, origins and webhooks;" in help_of()
+    assert "webhook deliveries and events" in help_of("admin")
+    copy = help_of("store", "copy")
+    assert "signing secrets" in copy and "webhook settings" in copy
+    assert "Not copied: the webhook outbox" in copy and "sessions" in copy
+
+
+async def test_a_reader_that_leaves_early_gets_exit_141_and_no_traceback(gw: Running) -> None:
+    """`gateway admin keys list | head -1`: once the reader has gone, the command stops
+    quietly with the status a shell gives a process killed by SIGPIPE (128 + 13)."""
+    account = await gw.account(provision_production_key=False)
+    for n in range(40):
+        await gw.key(account["id"], name=f"key-{n}")
+    env = dict(os.environ, GATEWAY_ADMIN_TOKEN=ADMIN_TOKEN)
+    admin = ("admin", "--url", gw.admin_url)
+    for args, codes in (
+        ((*admin, "keys", "list"), {141}),  # fits stdout's buffer: fails at the last flush
+        ((*admin, "--json", "keys", "list", "--limit", "500"), {141}),  # fails inside print
+        # argparse writes these itself and may swallow the failed write, then exit 0.
+        (("--version",), {0, 141}),
+        (("--help",), {0, 141}),
+    ):
+        read, write = os.pipe()
+        os.close(read)  # the reader has gone before the first byte
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            *args,
+            stdout=write,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        os.close(write)
+        _, err = await proc.communicate()
+        assert proc.returncode in codes and err.decode() == "", (args, proc.returncode, err)
 
 
 async def stub(aiohttp_server: ServerFactory, answer: Callable[[web.Request], web.Response]) -> str:

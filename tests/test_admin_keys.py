@@ -278,7 +278,7 @@ async def test_nul_characters_are_refused_or_not_found_on_every_store(gw: Runnin
     status, _ = await gw.admin("POST", "/admin/v1/keys/a%00b/revoke")
     assert status == 404
     status, problem = await gw.admin("GET", "/admin/v1/keys", params={"account_id": "a\x00"})
-    assert status == 200 and problem["data"] == []
+    assert status == 400 and problem["errors"][0]["field"] == "account_id"
     import base64
     import json
 
@@ -289,3 +289,53 @@ async def test_nul_characters_are_refused_or_not_found_on_every_store(gw: Runnin
         "POST", "/admin/v1/accounts", json={"name": "ok", "id": "acct\x00x"}
     )
     assert status == 400
+
+
+async def test_a_nul_in_a_path_is_404_and_in_a_query_400_on_either_store(gw: Running) -> None:
+    """PostgreSQL text cannot hold NUL (asyncpg refuses it): nothing is named so, on either
+    store, and a filter with one is refused rather than quietly matching nothing."""
+    account = await gw.account(provision_production_key=False)
+    acct = f"/admin/v1/accounts/{account['id']}"
+    status, _ = await gw.admin("POST", acct + "/callback-origins", json={"origin": "a.example"})
+    assert status == 201
+    not_found = [
+        ("GET", "/admin/v1/keys/%00"),
+        ("PATCH", "/admin/v1/keys/a%00b"),
+        ("DELETE", "/admin/v1/keys/%00"),
+        ("POST", "/admin/v1/keys/%00/regenerate"),
+        ("POST", "/admin/v1/keys/%00/revoke"),
+        ("POST", "/admin/v1/keys/%00/signing-secret/rotate"),
+        ("GET", "/admin/v1/accounts/%00"),
+        ("PATCH", "/admin/v1/accounts/%00"),
+        ("GET", "/admin/v1/accounts/%00/callback-origins"),
+        ("POST", "/admin/v1/accounts/%00/callback-origins"),
+        ("DELETE", "/admin/v1/accounts/%00/callback-origins/a.example"),
+        ("DELETE", acct + "/callback-origins/%00"),
+        ("DELETE", acct + "/callback-origins/a.example%00"),
+        ("POST", "/admin/v1/webhook-deliveries/%00/retry"),
+    ]
+    bodies = {"PATCH": {"name": "x"}, "POST": {"origin": "b.example"}}
+    for method, path in not_found:
+        async with gw.session.request(
+            method, gw.admin_url + path, headers=gw.admin_headers, json=bodies.get(method)
+        ) as resp:
+            assert resp.status == 404, (method, path, await resp.text())
+            assert resp.content_type == "application/problem+json"
+    bad_queries = [
+        ("/admin/v1/keys", "account_id"),
+        ("/admin/v1/keys", "cursor"),
+        ("/admin/v1/accounts", "cursor"),
+        ("/admin/v1/audit", "account_id"),
+        ("/admin/v1/webhook-deliveries", "key_id"),
+        ("/admin/v1/webhook-deliveries", "account_id"),
+        (acct + "/callback-origins", "cursor"),
+    ]
+    for path, name in bad_queries:
+        async with gw.session.get(
+            f"{gw.admin_url}{path}?{name}=a%00", headers=gw.admin_headers
+        ) as resp:
+            assert resp.status == 400, (path, name, await resp.text())
+            assert resp.content_type == "application/problem+json"
+            assert (await resp.json())["errors"][0]["field"] == name
+    status, doc = await gw.admin("GET", acct + "/callback-origins")
+    assert [o["origin"] for o in doc["data"]] == ["a.example"]

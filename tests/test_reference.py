@@ -43,3 +43,19 @@ def test_every_admin_route_and_command_is_in_the_reference() -> None:
     for command in ("serve", "demo", "migrate", "store backup", "store check", "admin keys update"):
         assert f"`gateway {command}`" in generated["docs/reference/cli.md"]
     assert build_parser().prog == "gateway"
+
+
+def test_no_generated_page_mentions_the_contract() -> None:
+    """Readers of the reference, the OpenAPI documents and config.example.toml have no
+    "contract section N" to look up: each says what it means itself."""
+    import json
+
+    from gateway import selfservice
+    from gateway.admin.app import routes
+    from gateway.admin.openapi import build_openapi
+
+    texts = dict(pages())
+    texts["admin openapi.json"] = json.dumps(build_openapi(routes()))
+    texts["self-service openapi.json"] = json.dumps(selfservice.openapi())
+    for name, text in texts.items():
+        assert "contract" not in text.lower(), name

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 from support import (
+    ADMIN_TOKEN,
     RELEASE,
     SEEN,
     GatewayProcess,
@@ -82,6 +83,39 @@ async def test_no_answer_reveals_a_version(tmp_path: Path, upstream: TestServer)
         assert reply.startswith(b"HTTP/1.1 200") and header(reply, b"Server") == [b"keygate"]
 
 
+async def test_no_admin_port_answer_reveals_a_version(tmp_path: Path, upstream: TestServer) -> None:
+    """The admin port names itself as the data plane does: the API, its problems, aiohttp's
+    own 404/405 and parse errors, the console's pages and static files, and /healthz, whose
+    body carries no version either."""
+
+    def request(line: str, token: bool = False) -> bytes:
+        auth = f"Authorization: Bearer {ADMIN_TOKEN}\r\n" if token else ""
+        return f"{line} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n".encode()
+
+    async with gateway(tmp_path, url_of(upstream)) as (gw, _):
+        cases = [
+            (request("GET /healthz"), b"200"),
+            (request("GET /admin/v1/accounts"), b"401"),
+            (request("GET /admin/v1/accounts", token=True), b"200"),
+            (request("GET /admin/v1/keys/nope", token=True), b"404"),
+            (request("GET /admin/v1/nope", token=True), b"404"),
+            (request("DELETE /healthz"), b"405"),
+            (request("GET /metrics", token=True), b"200"),
+            (request("GET /ui"), b"308"),
+            (request("GET /ui/sign-in"), b"200"),
+            (request("GET /ui/static/console.css"), b"200"),
+            (request("GET /ui/nope"), b"303"),  # to sign-in
+            (b"GET / HTTP/1.1\r\nHost: x\r\nX Y: z\r\n\r\n", b"400"),  # aiohttp's parser
+        ]
+        for raw, status in cases:
+            reply = await raw_exchange(gw.gateway.admin_port, raw)
+            assert reply[9:12] == status, (raw, reply[:300])
+            assert header(reply, b"Server") == [b"keygate"], (raw, reply[:300])
+            assert b"aiohttp" not in reply and b"Python/" not in reply, (raw, reply[:300])
+        async with gw.session.get(gw.admin_url + "/healthz") as resp:
+            assert await resp.json() == {"status": "ok"}
+
+
 async def test_parse_errors_are_problem_json_and_close(
     tmp_path: Path, upstream: TestServer
 ) -> None:
@@ -98,9 +132,12 @@ async def test_parse_errors_are_problem_json_and_close(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("listener", ["data plane", "admin port"])
 async def test_a_bad_request_is_one_warning_line_without_its_bytes(
-    tmp_path: Path, upstream: TestServer
+    tmp_path: Path, upstream: TestServer, listener: str
 ) -> None:
+    """On either port: aiohttp's default logs a traceback at ERROR quoting the client's bytes,
+    and answers them back as text."""
     port, admin_port = free_port(), free_port()
     config = write_config(
         tmp_path / "gw.toml", url_of(upstream), tmp_path / "gw.db", port, admin_port
@@ -116,10 +153,13 @@ async def test_a_bad_request_is_one_warning_line_without_its_bytes(
             f"\x16\x03\x01{marker}not http at all\r\n\r\n".encode(),
             f"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ;{marker}\r\n".encode(),
         ):
-            reply = await raw_exchange(port, raw)
-            assert reply.startswith(b"HTTP/1.1 4"), reply[:100]
-        reply = await raw_exchange(port, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert reply.startswith(b"HTTP/1.1 401")  # the worker lives on
+            reply = await raw_exchange(port if listener == "data plane" else admin_port, raw)
+            assert reply[:10] in (b"HTTP/1.1 4", b"HTTP/1.0 4"), reply[:100]
+            assert header(reply, b"Content-Type") == [b"application/problem+json"], reply[:300]
+            assert marker.encode() not in reply
+        for each in (port, admin_port):  # both live on
+            reply = await raw_exchange(each, b"GET /admin/v1/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert reply.startswith(b"HTTP/1.1 401")
         await asyncio.sleep(0.5)
     finally:
         assert proc.stop() == 0

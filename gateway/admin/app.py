@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway import selfservice
 from gateway.admin.keys import DOOR, AdminDoor, KeyDoor
+from gateway.admin.listener import server_header
 from gateway.admin.openapi import build_openapi
 from gateway.admin.problems import Handler, json_response, problems_middleware, unauthorized
 from gateway.admin.routes import Route, api_routes
@@ -71,6 +72,7 @@ def create_admin_app(
     if barrier is not None:  # fleet: a change returns once the other instances applied it
         middlewares.insert(0, propagation_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=1024**2)
+    app.on_response_prepare.append(server_header)
     if barrier is not None:
         app[PROPAGATION] = barrier
     table = routes()

@@ -39,6 +39,9 @@ def parse_query(request: web.Request, params: tuple[Param, ...]) -> dict[str, ob
             errors.append({"field": name, "message": "given more than once"})
             continue
         param, raw = known[name], values[0]
+        if "\x00" in raw:  # no stored value holds one, and PostgreSQL cannot even be asked
+            errors.append({"field": name, "message": "must not contain NUL characters"})
+            continue
         try:
             out[name] = _convert(param, raw)
         except ValueError as exc:

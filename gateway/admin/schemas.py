@@ -214,7 +214,6 @@ class ProblemOut(Out):
 
 class Health(Out):
     status: Literal["ok"]
-    version: str
 
 
 class OriginOut(Out):
@@ -307,7 +306,8 @@ class DeliveryList(Out):
 
 
 class PortalSessionOut(Out):
-    """A one-time link into the customer portal for one account (contract section 10)."""
+    """A one-time link into the customer portal, where the account's own people manage its API
+    keys. Hand it to a signed-in user of that account; the first visit uses it up."""
 
     url: str = Field(description="Open once, within link_ttl_seconds; the token is after the #")
     expires_at: str = Field(description="When the unused link stops working (RFC 3339)")

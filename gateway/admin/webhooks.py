@@ -68,7 +68,8 @@ RESERVED_DATA = ("account_id", "key_id", "environment")
 
 
 async def publish_event(request: web.Request) -> web.Response:
-    """An event the upstream raises, for the keys that listen for it (contract section 9)."""
+    """An event the upstream raises, queued for every key of the account (or the one key) whose
+    webhook is enabled and listens for its type."""
     body, _ = await parse_body(request, EventCreate)
     problems = []
     if body.account_id is None and body.key_id is None:

@@ -967,9 +967,15 @@ class SqlStore(abc.ABC):
     async def remove_origin(self, account_id: str, origin: str, actor: Actor) -> None:
         async with self._write(actor) as tx:
             await self._require_account(tx, account_id)
-            deleted = await tx.execute(
-                "DELETE FROM callback_origins WHERE account_id = ? AND origin = ?",
-                (account_id, origin),
+            # No entry holds NUL (entries are checked when added), and PostgreSQL would refuse
+            # even to compare one: not on the list, without asking.
+            deleted = (
+                0
+                if "\x00" in origin
+                else await tx.execute(
+                    "DELETE FROM callback_origins WHERE account_id = ? AND origin = ?",
+                    (account_id, origin),
+                )
             )
             if deleted == 0:
                 raise NotFoundError(f"{origin} is not on the allow-list", title="Origin not found")
