@@ -28,6 +28,8 @@ from support import (
     write_config,
 )
 
+from gateway import __version__
+
 
 @pytest.fixture
 async def gw_plain(tmp_path: Path, upstream: TestServer) -> AsyncIterator[tuple[Running, str]]:
@@ -101,6 +103,8 @@ async def test_no_admin_port_answer_reveals_a_version(tmp_path: Path, upstream: 
             (request("GET /admin/v1/nope", token=True), b"404"),
             (request("DELETE /healthz"), b"405"),
             (request("GET /metrics", token=True), b"200"),
+            (request("GET /admin/v1/openapi.json", token=True), b"200"),
+            (request("GET /admin/v1/self-service/openapi.json", token=True), b"200"),
             (request("GET /ui"), b"308"),
             (request("GET /ui/sign-in"), b"200"),
             (request("GET /ui/static/console.css"), b"200"),
@@ -112,6 +116,7 @@ async def test_no_admin_port_answer_reveals_a_version(tmp_path: Path, upstream: 
             assert reply[9:12] == status, (raw, reply[:300])
             assert header(reply, b"Server") == [b"keygate"], (raw, reply[:300])
             assert b"aiohttp" not in reply and b"Python/" not in reply, (raw, reply[:300])
+            assert f'"{__version__}"'.encode() not in reply, (raw, reply[:300])
         async with gw.session.get(gw.admin_url + "/healthz") as resp:
             assert await resp.json() == {"status": "ok"}
 

@@ -9,7 +9,6 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from gateway import __version__
 from gateway.admin.params import Param
 from gateway.admin.routes import Route
 from gateway.admin.schemas import ProblemOut
@@ -59,6 +58,7 @@ def _param_schema(p: Param) -> dict[str, Any]:
     return schema
 
 
+API_VERSION = "v1"
 # Set by gateway/fleet.py's middleware on any answer whose request changed the change log.
 PROPAGATION_HEADER: dict[str, Any] = {
     "description": (
@@ -156,7 +156,8 @@ def build_openapi(routes: tuple[Route, ...], info: ApiInfo = ADMIN) -> dict[str,
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": info.title, "version": __version__, "description": info.description},
+        # The API's version, as in its paths: no answer reveals the software's (contract).
+        "info": {"title": info.title, "version": API_VERSION, "description": info.description},
         "servers": [{"url": "/"}],
         "security": [{info.scheme: []}],
         "components": {
