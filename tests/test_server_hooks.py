@@ -162,8 +162,32 @@ async def test_a_bad_request_is_one_warning_line_without_its_bytes(
             assert reply[:10] in (b"HTTP/1.1 4", b"HTTP/1.0 4"), reply[:100]
             assert header(reply, b"Content-Type") == [b"application/problem+json"], reply[:300]
             assert marker.encode() not in reply
+        if listener == "admin port":  # a body that is not what its Content-Encoding says
+            junk = f"not gzip {marker}".encode()
+            for token, status in (("", b"401"), (ADMIN_TOKEN, b"400")):
+                raw = (
+                    f"POST /admin/v1/accounts HTTP/1.1\r\nHost: x\r\n"
+                    f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                    f"Content-Encoding: gzip\r\nContent-Length: {len(junk)}\r\n"
+                    "Connection: close\r\n\r\n"
+                ).encode() + junk
+                reply = await raw_exchange(admin_port, raw)
+                assert reply[9:12] == status, reply[:300]
+                assert marker.encode() not in reply
+            for console in (b"/ui/sign-in", b"/ui/accounts"):
+                raw = (
+                    b"POST " + console + b" HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/x-www-form-urlencoded\r\n"
+                    b"Content-Encoding: gzip\r\nContent-Length: %d\r\n"
+                    b"Connection: close\r\n\r\n" % len(junk)
+                ) + junk
+                reply = await raw_exchange(admin_port, raw)
+                assert reply[9:10] in (b"3", b"4"), reply[:300]
+                assert marker.encode() not in reply
         for each in (port, admin_port):  # both live on
-            reply = await raw_exchange(each, b"GET /admin/v1/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = await raw_exchange(
+                each, b"GET /admin/v1/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
             assert reply.startswith(b"HTTP/1.1 401")
         await asyncio.sleep(0.5)
     finally:

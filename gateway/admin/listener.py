@@ -5,14 +5,13 @@ parse is answered as problem+json and logged as one warning line without the cli
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from gateway.http.protocol import SERVER, problem_body
 
@@ -55,6 +54,16 @@ class AdminConnection(RequestHandler):
         response.force_close()
         return response
 
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """A body that cannot be read (a Content-Encoding it does not have, a broken chunk) is
+        the client's doing, also when aiohttp finds it draining what a handler left unread
+        (after a 401, say): one warning line, not a traceback at ERROR."""
+        exc = kw.get("exc_info")
+        if isinstance(exc, RequestPayloadError):
+            log.warning("admin port could not read a request body (%s)", type(exc).__name__)
+            return
+        super().log_exception(*args, **kw)
+
 
 class AdminServer(web.Server):
     """`aiohttp.web.Server` whose connections are `AdminConnection`s."""
@@ -64,12 +73,11 @@ class AdminServer(web.Server):
             app_server.request_handler,
             request_factory=app_server.request_factory,
             handler_cancellation=app_server.handler_cancellation,
+            **{**app_server._kwargs, **protocol_kwargs},
         )
-        self._admin_loop = asyncio.get_running_loop()
-        self._protocol_kwargs = protocol_kwargs
 
     def __call__(self) -> RequestHandler:
-        return AdminConnection(self, loop=self._admin_loop, **self._protocol_kwargs)
+        return AdminConnection(self, loop=self._loop, **self._kwargs)
 
 
 class AdminRunner(web.AppRunner):

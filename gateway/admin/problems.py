@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import orjson
 import pydantic
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.errors import ProblemError, StoreError, ValidationError
 from gateway.http.wire import REASONS, is_request_id
@@ -96,6 +97,12 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
             413: "The request body is too large.",
         }.get(exc.status, exc.reason)
         response = problem(request, exc.status, detail, headers=headers)
+    except RequestPayloadError as exc:
+        log.warning("admin request body could not be read (%s)", type(exc).__name__)
+        response = problem(
+            request, 400, "The request body could not be read (its encoding); nothing was changed."
+        )
+        response.force_close()
     except StoreError as exc:
         log.error("store error on %s %s: %s", request.method, request.path, exc)
         response = problem(

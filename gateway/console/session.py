@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import aiohttp_jinja2
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from multidict import MultiDictProxy
 
 from gateway.admin.problems import REQUEST_ID
@@ -186,6 +187,12 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         response = message(request, exc.status, exc.reason, "There is no such page here.")
+    except RequestPayloadError as exc:
+        log.warning("console request body could not be read (%s)", type(exc).__name__)
+        response = message(
+            request, 400, "Bad request", "The form could not be read, so nothing was changed."
+        )
+        response.force_close()
     except StoreError as exc:
         log.error("store error on %s %s: %s", request.method, request.path, exc)
         response = message(
