@@ -64,10 +64,14 @@ PROPAGATION_HEADER: dict[str, Any] = {
     "description": (
         "PostgreSQL fleets only, on an answer whose request changed an account, a key or a"
         " callback origin: how many of the fleet's data-plane workers had applied the change"
-        " when the answer was sent (it waits up to `store.propagation_timeout`), and the"
-        " change-log position"
+        " when the answer was sent (it waits up to `store.propagation_timeout`) out of how"
+        " many are live (`unknown` when that could not be read), and the change-log position"
     ),
-    "schema": {"type": "string", "examples": ["confirmed=2/2; revision=3"]},
+    "schema": {
+        "type": "string",
+        "pattern": r"^confirmed=\d+/(\d+|unknown); revision=\d+$",
+        "examples": ["confirmed=2/2; revision=3"],
+    },
 }
 
 

@@ -357,18 +357,13 @@ class SqlStore(abc.ABC):
     @abc.abstractmethod
     def _index_read(self) -> AbstractAsyncContextManager[IndexRead]: ...
 
+    @abc.abstractmethod
     async def _imported(self, tx: Tx) -> None:
         """After rows with their own sequence numbers were copied in (`gateway store copy`)
         and the change log was moved past everything a running gateway holds: new change-log
         positions must come after `changes_pruned_through`, or a gateway that loaded the copy
-        at that position would skip the first change made on it (a revocation, say).
-        SQLite's AUTOINCREMENT follows the audit log's explicit values by itself; for the
-        change log, whose rows are not copied, its counter is set."""
-        await tx.execute("DELETE FROM sqlite_sequence WHERE name = 'changes'")
-        await tx.execute(
-            "INSERT INTO sqlite_sequence (name, seq) SELECT 'changes', value FROM meta"
-            " WHERE name = 'changes_pruned_through'"
-        )
+        at that position would skip the first change made on it (a revocation, say); new
+        audit rows after the copied ones."""
 
     @abc.abstractmethod
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
