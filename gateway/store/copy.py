@@ -10,7 +10,7 @@ a gateway already running on the target has seen (it loads the copy as a snapsho
 from __future__ import annotations
 
 from gateway.errors import StoreError
-from gateway.store.sql import LATEST_CHANGE, SqlStore
+from gateway.store.sql import SqlStore
 
 # In dependency order (accounts before what refers to them).
 TABLES: tuple[tuple[str, str], ...] = (
@@ -59,12 +59,18 @@ async def copy_store(source: SqlStore, target: SqlStore) -> dict[str, int]:
                 raise StoreError(
                     f"verification failed: {copied[table]} {table} read, {landed} written"
                 )
-        # Gateways already running on the (empty) target must load the copy: the change log
-        # now starts after everything they have, which makes their next catch-up a snapshot;
-        # the changes made on the copy afterwards are numbered after that position.
-        await tx.execute(
-            f"UPDATE meta SET value = ({LATEST_CHANGE}) + 1 WHERE name = 'changes_pruned_through'"
-        )
         await target._imported(tx)
+        # Gateways already running on the (empty) target must load the copy: the change log
+        # is moved past everything they have, which makes their next catch-up a snapshot. The
+        # log's own sequence takes the step (a position is never handed out twice), so the
+        # changes made on the copy afterwards are numbered after it and reach them.
+        await tx.execute(
+            "INSERT INTO changes (entity, entity_id, key_hash, at) VALUES ('account', '', NULL, 0)"
+        )
+        (step,) = await tx.one("SELECT max(seq) FROM changes")
+        await tx.execute("DELETE FROM changes WHERE seq = ?", (step,))
+        await tx.execute(
+            "UPDATE meta SET value = ? WHERE name = 'changes_pruned_through'", (int(step),)
+        )
         tx.changed = True
     return copied

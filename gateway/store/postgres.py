@@ -277,15 +277,10 @@ class PostgresStore(SqlStore):
                 raise StoreError(f"store write failed: {_why(exc)}") from exc
 
     async def _imported(self, tx: Tx) -> None:
-        # Copied audit rows brought their own seq: the sequence must continue after them. The
-        # change log was moved past what running gateways hold (SqlStore._imported): its next
-        # position must come after that, or the first change on the copy would go unseen.
+        # Copied rows brought their own seq: the sequence must continue after them.
         await tx.execute(
             "SELECT setval(pg_get_serial_sequence('audit_log', 'seq'),"
             " coalesce(max(seq), 0) + 1, false) FROM audit_log"
-        )
-        await tx.execute(
-            f"SELECT setval(pg_get_serial_sequence('changes', 'seq'), ({LATEST_CHANGE}) + 1, false)"
         )
 
     @asynccontextmanager

@@ -282,15 +282,6 @@ class SQLiteStore(SqlStore):
             raise StoreError("store is not open")
         return self._index_reader
 
-    async def _imported(self, tx: Tx) -> None:
-        # AUTOINCREMENT follows the audit log's explicit values by itself; the change log's
-        # rows are not copied, so its counter is set.
-        await tx.execute("DELETE FROM sqlite_sequence WHERE name = 'changes'")
-        await tx.execute(
-            "INSERT INTO sqlite_sequence (name, seq) SELECT 'changes', value FROM meta"
-            " WHERE name = 'changes_pruned_through'"
-        )
-
     @asynccontextmanager
     async def _index_read(self) -> AsyncIterator[IndexRead]:
         async with self._index_lock:
