@@ -28,7 +28,7 @@ from gateway.admin import keys
 from gateway.admin.openapi import ApiInfo, build_openapi
 from gateway.admin.params import PAGING, Param
 from gateway.admin.problems import API_NAME, REQUEST_ID, problems_middleware, request_id
-from gateway.admin.routes import BAD_QUERY, Route
+from gateway.admin.routes import BAD_QUERY, KEY_UPDATE_INVALID, NOT_REGENERATED, Route
 from gateway.admin.schemas import ChildKeyCreate, KeyCreated, KeyList, KeyOut, KeyUpdate
 from gateway.admin.state import SECRET_BOX, SETTINGS, STORE, SettingsRef
 from gateway.config import Settings
@@ -245,8 +245,7 @@ def routes() -> tuple[Route, ...]:
             body=KeyUpdate,
             response=KeyOut,
             errors={
-                400: "The body is invalid (see `errors`): e.g. a null or over-long `name`, a"
-                " refused `webhook_url`, `webhook_enabled` true without a `webhook_url`",
+                400: KEY_UPDATE_INVALID,
                 403: changing,
                 404: missing,
                 503: write_failed,
@@ -262,7 +261,7 @@ def routes() -> tuple[Route, ...]:
             errors={
                 403: changing,
                 404: missing,
-                409: "The key is revoked or expired: only an active key can be regenerated",
+                409: NOT_REGENERATED,
                 503: write_failed,
             },
         ),

@@ -74,6 +74,11 @@ BAD_QUERY = (
 NO_ACCOUNT = "No account has this `account_id`"
 NO_KEY = "No key has this `key_id`"
 KEY_NOT_ACTIVE = "The key is revoked or expired"
+NOT_REGENERATED = KEY_NOT_ACTIVE + ": only an active key can be regenerated"
+KEY_UPDATE_INVALID = (
+    "The body is invalid (see `errors`): e.g. a null or over-long `name`, a refused"
+    " `webhook_url`, `webhook_enabled` true without a `webhook_url`"
+)
 
 
 def api_routes(
@@ -253,8 +258,7 @@ def api_routes(
             body=KeyUpdate,
             response=KeyOut,
             errors={
-                400: "The body is invalid (see `errors`): e.g. a null or over-long `name`, a"
-                " refused `webhook_url`, `webhook_enabled` true without a `webhook_url`",
+                400: KEY_UPDATE_INVALID,
                 404: NO_KEY,
                 503: WRITE_FAILED,
             },
@@ -277,7 +281,7 @@ def api_routes(
             response=KeyCreated,
             errors={
                 404: NO_KEY,
-                409: KEY_NOT_ACTIVE + ": only an active key can be regenerated",
+                409: NOT_REGENERATED,
                 503: WRITE_FAILED,
             },
         ),
